@@ -1,0 +1,146 @@
+"""Exported model folders and their manifest: what was built, from what, for which shapes, and is it intact.
+
+A folder written by `tango-rt export` (ONNX) or `tango-rt build` (TensorRT) is self-contained: graphs or engines,
+`tokenizer/`, `scheduler_config.json` and `manifest.json`. The manifest records the source model and a digest of
+its weights, the pipeline config (shapes), the declared shape ranges, and per component its file, size,
+SHA-256, precision and IO. The runtime refuses a folder whose manifest it cannot read, whose files are missing
+or changed, or whose source weights differ from the checkpoint it is mixed with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .config import PipelineConfig
+from .errors import ArtifactError
+from .specs import DimRange
+from .tokenizer import PromptTokenizer
+
+MANIFEST = "manifest.json"
+FORMAT = "tango-rt-artifact"
+FORMAT_VERSION = 1
+TOKENIZER_DIR = "tokenizer"
+SCHEDULER_FILE = "scheduler_config.json"
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def now_utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    """Versions of the named distributions that are installed, plus Python's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in names:
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    return versions
+
+
+def is_artifact(model: str | Path) -> bool:
+    return (Path(model).expanduser() / MANIFEST).is_file()
+
+
+def file_entry(root: Path, name: str) -> dict[str, Any]:
+    """Size and digest of a file in the folder, for the manifest."""
+    path = root / name
+    return {"file": name, "size": path.stat().st_size, "sha256": file_digest(path)}
+
+
+class Artifact:
+    """A validated exported folder. Construct with `open_artifact`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]):
+        self.root = root
+        self.manifest = manifest
+        self.pipeline_config = PipelineConfig.from_dict(manifest["pipeline"])
+        self.ranges = {k: DimRange.from_list(v) for k, v in manifest["shape_ranges"].items()}
+        self.scheduler_config = json.loads((root / SCHEDULER_FILE).read_text())
+
+    @property
+    def source_model(self) -> str:
+        return self.manifest["source"]["model"]
+
+    def tokenizer(self) -> PromptTokenizer:
+        return PromptTokenizer.from_folder(self.root / TOKENIZER_DIR)
+
+    def component(self, name: str, fmt: str) -> dict[str, Any]:
+        """The manifest entry of one component in format `fmt` ("onnx" or "tensorrt")."""
+        entry = self.manifest["components"].get(name)
+        if entry is None or entry.get("format") != fmt:
+            have = {k: v.get("format") for k, v in self.manifest["components"].items()}
+            raise ArtifactError(f"{self.root} has no {fmt} {name} (it holds {have}); export or build it first")
+        return entry
+
+    def files(self, name: str, fmt: str) -> list[Path]:
+        """Paths of a component's files after checking they exist with the recorded size."""
+        entry = self.component(name, fmt)
+        paths = []
+        for item in [entry, *entry.get("external_data", [])]:
+            path = self.root / item["file"]
+            if not path.is_file():
+                raise ArtifactError(f"{path} is missing; the folder is incomplete: re-export it with --force")
+            if path.stat().st_size != item["size"]:
+                raise ArtifactError(
+                    f"{path} has {path.stat().st_size} bytes but the manifest recorded {item['size']}: it changed "
+                    "after export (stale or partial copy); re-export it with --force"
+                )
+            paths.append(path)
+        return paths
+
+    def verify_hashes(self) -> None:
+        """Full integrity check (SHA-256 of every file): slower, done by `tango-rt check`."""
+        for name, entry in self.manifest["components"].items():
+            paths = self.files(name, entry["format"])
+            for path, item in zip(paths, [entry, *entry.get("external_data", [])], strict=True):
+                if file_digest(path) != item["sha256"]:
+                    raise ArtifactError(f"{path} does not match its manifest digest: it changed after export")
+
+    def check_source(self, checkpoint: Checkpoint) -> None:
+        """Torch components mixed in must come from the same weights the graphs were exported from."""
+        recorded = self.manifest["source"]["weights_digest"]
+        if checkpoint.weights_digest() != recorded:
+            raise ArtifactError(
+                f"{self.root} was exported from weights {recorded}, but {checkpoint.source!r} now has "
+                f"{checkpoint.weights_digest()}; re-export, or run every component from the exported folder"
+            )
+
+
+def open_artifact(folder: str | Path) -> Artifact:
+    root = Path(folder).expanduser()
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{root} has no {MANIFEST}: not an exported tango-rt folder") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{root / MANIFEST} is not valid JSON ({exc}); re-export the folder") from None
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{root / MANIFEST} is not a tango-rt manifest (format {manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{root} uses manifest format {version} (written by tango-rt {manifest.get('tango_rt_version')}); "
+            f"this tango-rt reads format {FORMAT_VERSION}: re-export with this version (`tango-rt export --force`)"
+        )
+    for key in ("source", "pipeline", "shape_ranges", "components"):
+        if key not in manifest:
+            raise ArtifactError(f"{root / MANIFEST} lacks '{key}': incomplete manifest; re-export the folder")
+    if not (root / SCHEDULER_FILE).is_file() or not (root / TOKENIZER_DIR / "tokenizer.json").is_file():
+        raise ArtifactError(f"{root} lacks {SCHEDULER_FILE} or {TOKENIZER_DIR}/tokenizer.json; re-export it")
+    return Artifact(root, manifest)

@@ -1,0 +1,273 @@
+"""Build Tango's four networks as torch modules from a Checkpoint, with strict weight loading.
+
+The maintained classes do the work: transformers' T5EncoderModel and SpeechT5HifiGan, diffusers'
+UNet2DConditionModel and AutoencoderKL (AudioLDM keys mapped by diffusers' own convert_ldm_vae_checkpoint).
+Each network is wrapped in a small `*Graph` module whose forward takes exactly the inputs of its ComponentSpec,
+in order; the torch backend runs these modules and the ONNX exporter traces the very same ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError
+from ..specs import COMPONENTS, TEXT_ENCODER, UNET, VAE_DECODER, VOCODER
+
+MAX_KEYS_SHOWN = 8
+TIED_T5_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
+FILE_PREFIXES = {
+    "main": ("text_encoder.", "unet."),
+    "vae": ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "vocoder."),
+}
+
+
+class TextEncoderGraph(nn.Module):
+    """Flan-T5 encoder: (input_ids, attention_mask) -> last_hidden_state."""
+
+    def __init__(self, t5: nn.Module):
+        super().__init__()
+        self.t5 = t5
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.t5(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class UNetGraph(nn.Module):
+    """One UNet call; the bool mask becomes diffusers' additive cross-attention bias (1 - m) * -10000."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask) -> torch.Tensor:
+        return self.unet(
+            sample,
+            timestep,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            return_dict=False,
+        )[0]
+
+
+class VAEDecoderGraph(nn.Module):
+    """latents -> mel, including the 1/scale_factor multiply and post_quant_conv, as decode_first_stage does."""
+
+    def __init__(self, vae: nn.Module, scale_factor: float):
+        super().__init__()
+        self.vae = vae
+        self.inverse_scale = 1.0 / scale_factor  # multiply, as the original does: dividing differs by 1 ulp
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents * self.inverse_scale, return_dict=False)[0]
+
+
+class VocoderGraph(nn.Module):
+    """HiFi-GAN: mel (B, frames, 64) -> waveform (B, samples) in [-1, 1]."""
+
+    def __init__(self, vocoder: nn.Module):
+        super().__init__()
+        self.vocoder = vocoder
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.vocoder(mel)
+
+
+def _show(keys: Iterable[str], prefix: str) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(prefix + k for k in keys[:MAX_KEYS_SHOWN])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > MAX_KEYS_SHOWN else "")
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], file: Path | str, prefix: str, what: str):
+    """load_state_dict(strict=True), but failing with the file, the keys and a fix instead of a torch trace."""
+    expected = module.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    mismatched = [
+        f"{prefix}{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_show(missing, prefix)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_show(unexpected, prefix)}")
+    if mismatched:
+        problems.append("shape mismatches: " + "; ".join(mismatched[:MAX_KEYS_SHOWN]))
+    if problems:
+        raise CheckpointError(
+            f"{file}: the {what} weights do not fit the architecture its configs describe. " + " | ".join(problems)
+            + ". Check that the configs (main_config.json, vae_config.json, vocoder_config.json, the text encoder "
+            "config) belong to these weights, and that the file is a complete, unmodified Tango checkpoint."
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"missing weight file {path}") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable torch state dict ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    return dict(state)
+
+
+def _split(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _check_prefixes(state: Mapping[str, Any], file: Path, prefixes: tuple[str, ...]) -> None:
+    stray = [k for k in state if not k.startswith(prefixes)]
+    if stray:
+        raise CheckpointError(
+            f"{file}: unexpected keys outside {', '.join(prefixes)}: {_show(stray, '')}. "
+            "This does not look like a Tango checkpoint saved by the original code."
+        )
+
+
+def vae_diffusers_config(vae_config: Mapping[str, Any]) -> dict[str, Any]:
+    """AudioLDM's ddconfig expressed as diffusers AutoencoderKL arguments."""
+    dd = vae_config["ddconfig"]
+    if not dd.get("double_z", True) or dd.get("attn_resolutions"):
+        raise CheckpointError(
+            "vae_config.json: only double_z=true and attn_resolutions=[] (AudioLDM's VAE) map to AutoencoderKL"
+        )
+    if vae_config.get("embed_dim", dd["z_channels"]) != dd["z_channels"]:
+        raise CheckpointError("vae_config.json: embed_dim must equal ddconfig.z_channels to map to AutoencoderKL")
+    levels = len(dd["ch_mult"])
+    return {
+        "in_channels": dd["in_channels"],
+        "out_channels": dd["out_ch"],
+        "down_block_types": ["DownEncoderBlock2D"] * levels,
+        "up_block_types": ["UpDecoderBlock2D"] * levels,
+        "block_out_channels": [dd["ch"] * m for m in dd["ch_mult"]],
+        "latent_channels": dd["z_channels"],
+        "layers_per_block": dd["num_res_blocks"],
+        "norm_num_groups": 32,  # AudioLDM hard-codes GroupNorm(32)
+        "sample_size": dd["resolution"],
+        "scaling_factor": vae_config["scale_factor"],
+    }
+
+
+def _hifigan_config(config: Mapping[str, Any]):
+    from transformers import SpeechT5HifiGanConfig
+
+    return SpeechT5HifiGanConfig(
+        model_in_dim=config["num_mels"],
+        sampling_rate=config["sampling_rate"],
+        upsample_initial_channel=config["upsample_initial_channel"],
+        upsample_rates=config["upsample_rates"],
+        upsample_kernel_sizes=config["upsample_kernel_sizes"],
+        resblock_kernel_sizes=config["resblock_kernel_sizes"],
+        resblock_dilation_sizes=config["resblock_dilation_sizes"],
+        normalize_before=False,
+    )
+
+
+def _vocoder_state(state: Mapping[str, torch.Tensor], num_mels: int) -> dict[str, torch.Tensor]:
+    """AudioLDM HiFi-GAN keys -> SpeechT5HifiGan keys: ups.i -> upsampler.i, identity mean / scale."""
+    mapped = {("upsampler." + k[4:] if k.startswith("ups.") else k): v for k, v in state.items()}
+    mapped.setdefault("mean", torch.zeros(num_mels))
+    mapped.setdefault("scale", torch.ones(num_mels))
+    return mapped
+
+
+def _convert_vae(state: dict[str, torch.Tensor], config: dict[str, Any], file: Path) -> dict[str, torch.Tensor]:
+    """diffusers' converter, plus a check that it consumed every key (it silently skips unknown ones)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    converted = convert_ldm_vae_checkpoint(state, config)
+    used = {t.untyped_storage().data_ptr() for t in converted.values()}
+    unused = [k for k, t in state.items() if t.untyped_storage().data_ptr() not in used]
+    if unused:
+        raise CheckpointError(f"{file}: unexpected VAE keys: {_show(unused, '')}")
+    return converted
+
+
+class ModelBuilder:
+    """Builds the wrapped torch modules of one checkpoint; reads each weight file at most once."""
+
+    def __init__(self, checkpoint: Checkpoint, load_weights: bool = True):
+        self.checkpoint = checkpoint
+        self.load_weights = load_weights and not checkpoint.is_random
+        self._files: dict[str, dict[str, torch.Tensor]] = {}
+
+    def _state(self, key: str, prefix: str) -> dict[str, torch.Tensor]:
+        if key not in self._files:
+            path = self.checkpoint.weights[key]
+            state = _load_file(path)
+            _check_prefixes(state, path, FILE_PREFIXES[key])
+            self._files[key] = state
+        return _split(self._files[key], prefix)
+
+    def text_encoder(self) -> nn.Module:
+        from transformers import T5Config, T5EncoderModel
+
+        config = T5Config(**{k: v for k, v in self.checkpoint.t5_config.items() if not k.startswith("_")})
+        config._attn_implementation = "eager"  # bit-exact with the original; SDPA differs by ~1e-6
+        model = T5EncoderModel(config)
+        if self.load_weights:
+            state = self._state("main", "text_encoder.")
+            for have, want in (TIED_T5_KEYS, TIED_T5_KEYS[::-1]):  # tied embeddings: either copy may be saved
+                if have in state and want not in state:
+                    state[want] = state[have]
+            load_strict(model, state, self.checkpoint.weights["main"], "text_encoder.", "text encoder (T5)")
+        return TextEncoderGraph(model)
+
+    def unet(self) -> nn.Module:
+        from diffusers import UNet2DConditionModel
+
+        config = {k: v for k, v in self.checkpoint.unet_config.items() if not k.startswith("_")}
+        model = UNet2DConditionModel.from_config(config)
+        if self.load_weights:
+            load_strict(model, self._state("main", "unet."), self.checkpoint.weights["main"], "unet.", "UNet")
+        return UNetGraph(model)
+
+    def vae_decoder(self) -> nn.Module:
+        from diffusers import AutoencoderKL
+
+        config = vae_diffusers_config(self.checkpoint.vae_config)
+        model = AutoencoderKL.from_config(config)
+        if self.load_weights:
+            file = self.checkpoint.weights["vae"]
+            state = {k: v for k, v in self._state("vae", "").items() if not k.startswith("vocoder.")}
+            load_strict(model, _convert_vae(state, config, file), file, "", "VAE")
+        model.encoder = None  # generation only decodes: drop the encoder once the strict load has checked it
+        model.quant_conv = None
+        return VAEDecoderGraph(model, self.checkpoint.vae_config["scale_factor"])
+
+    def vocoder(self) -> nn.Module:
+        from transformers import SpeechT5HifiGan
+
+        config = self.checkpoint.vocoder_config
+        model = SpeechT5HifiGan(_hifigan_config(config))
+        if self.load_weights:
+            state = _vocoder_state(self._state("vae", "vocoder."), config["num_mels"])
+            load_strict(model, state, self.checkpoint.weights["vae"], "vocoder.", "vocoder (HiFi-GAN)")
+        return VocoderGraph(model)
+
+    def build(self, names: Iterable[str] = COMPONENTS) -> dict[str, nn.Module]:
+        """The wrapped modules, float32, eval mode, on CPU; random weights are seeded for reproducibility."""
+        builders = {
+            TEXT_ENCODER: self.text_encoder, UNET: self.unet, VAE_DECODER: self.vae_decoder, VOCODER: self.vocoder
+        }
+        modules = {}
+        for name in names:
+            torch.manual_seed(self.checkpoint.random_seed)
+            modules[name] = builders[name]().eval().requires_grad_(False)
+        self._files.clear()
+        return modules
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,214 @@
+"""Find a Tango checkpoint (Hub id or local folder, original layout) and read its configs, without torch.
+
+Layout of a release (declare-lab/tango, tango2, tango-full, tango2-full, ...):
+
+    main_config.json         text_encoder_name, scheduler_name, unet_model_config_path (relative to the original
+                             source tree: we use it when it resolves inside the checkpoint, the shipped copy otherwise)
+    vae_config.json          AudioLDM VAE arguments and scale_factor
+    pytorch_model_main.bin   text_encoder.* (T5 encoder) and unet.* (diffusers keys)
+    pytorch_model_vae.bin    AudioLDM VAE keys and vocoder.* (HiFi-GAN)
+    vocoder_config.json      optional HiFi-GAN hyper-parameters (the original hard-codes them)
+    stft_config.json, pytorch_model_stft.bin   audio -> mel front end, unused for generation, never downloaded
+
+Only the files generation needs are downloaded: for google/flan-t5-large that is its config and tokenizer, not
+its 3 GB of weights (the T5 weights live in pytorch_model_main.bin).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .config import PipelineConfig
+from .errors import CheckpointError
+from .schedulers import default_scheduler_config
+from .tokenizer import TOKENIZER_FILES, PromptTokenizer
+
+DEFAULT_MODEL = "declare-lab/tango2"
+REQUIRED_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin", "pytorch_model_vae.bin")
+OPTIONAL_FILES = ("vocoder_config.json",)
+TEXT_ENCODER_FILES = ("config.json", *TOKENIZER_FILES)
+WEIGHT_FILES = {"main": "pytorch_model_main.bin", "vae": "pytorch_model_vae.bin"}
+RANDOM_PREFIX = "random:"  # random:full / random:tiny: the architecture with random weights
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def package_data(name: str) -> Any:
+    """A JSON file shipped in tango_rt/runtime/data."""
+    return json.loads(resources.files("tango_rt.runtime").joinpath(f"data/{name}").read_text())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"missing file {path}") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+
+
+def hub_download(repo_id: str, files: tuple[str, ...], what: str) -> Path:
+    """Fetch `files` of a Hub repo (or find them in the local cache) and return the snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id=repo_id, allow_patterns=list(files)))
+    except Exception as exc:  # huggingface_hub raises many types: offline, 404, auth, connection
+        raise CheckpointError(
+            f"could not get {what} {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+            f"If this machine is offline, download it where there is network access "
+            f"(`hf download {repo_id}`) and copy the cache, or pass a local folder in the original Tango layout."
+        ) from None
+    return folder
+
+
+@dataclass
+class Checkpoint:
+    """Everything about a Tango model but its tensors: where they are and the configs to build modules."""
+
+    source: str
+    t5_config: dict[str, Any]
+    unet_config: dict[str, Any]
+    vae_config: dict[str, Any]
+    vocoder_config: dict[str, Any]
+    scheduler_config: dict[str, Any]
+    tokenizer_dir: Path | None
+    tokenizer_max_length: int | None = None
+    weights: dict[str, Path] = field(default_factory=dict)  # empty: random initialisation
+    root: Path | None = None
+    random_seed: int = 0
+
+    @property
+    def is_random(self) -> bool:
+        return not self.weights
+
+    def pipeline_config(self) -> PipelineConfig:
+        ddconfig = self.vae_config["ddconfig"]
+        return PipelineConfig(
+            text_hidden_size=int(self.t5_config["d_model"]),
+            text_vocab_size=int(self.t5_config["vocab_size"]),
+            tokenizer_max_length=self.tokenizer().max_length,
+            latent_channels=int(self.unet_config["in_channels"]),
+            unet_downsample=2 ** (len(self.unet_config["block_out_channels"]) - 1),
+            vae_upsample=2 ** (len(ddconfig["ch_mult"]) - 1),
+            vae_scale_factor=float(self.vae_config["scale_factor"]),
+            mel_bins=int(self.vocoder_config["num_mels"]),
+            sample_rate=int(self.vocoder_config["sampling_rate"]),
+            vocoder_upsample_rates=tuple(self.vocoder_config["upsample_rates"]),
+            vocoder_upsample_kernel_sizes=tuple(self.vocoder_config["upsample_kernel_sizes"]),
+        )
+
+    def tokenizer(self) -> PromptTokenizer:
+        if self.tokenizer_dir is None:  # random weights: a toy tokenizer, since timing needs no real vocabulary
+            path = resources.files("tango_rt.runtime").joinpath("data/toy_tokenizer.json")
+            return PromptTokenizer(str(path))
+        return PromptTokenizer.from_folder(self.tokenizer_dir)
+
+    def weights_digest(self) -> str:
+        """SHA-256 over the weight files: what an exported artifact records as its source."""
+        if self.is_random:
+            return f"random-init:seed={self.random_seed}"
+        digest = hashlib.sha256()
+        for key in sorted(self.weights):
+            with open(self.weights[key], "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(block)
+        return "sha256:" + digest.hexdigest()
+
+
+def _local_or_hub(model: str) -> Path:
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{model!r} is a file; pass the checkpoint folder that contains main_config.json")
+    if not _HUB_ID.match(model):
+        raise CheckpointError(f"{model!r} is neither an existing folder nor a Hugging Face Hub id like 'org/name'")
+    return hub_download(model, REQUIRED_FILES + OPTIONAL_FILES, "Tango checkpoint")
+
+
+def _text_encoder_dir(root: Path, name: str) -> Path:
+    for candidate in (root / name, Path(name).expanduser()):
+        if candidate.is_dir():
+            return candidate
+    if not _HUB_ID.match(name):
+        raise CheckpointError(f"{root / 'main_config.json'}: text_encoder_name {name!r} is not a folder or Hub id")
+    return hub_download(name, TEXT_ENCODER_FILES, "text encoder config and tokenizer")
+
+
+def _unet_config(root: Path, main: dict[str, Any]) -> dict[str, Any]:
+    if main.get("unet_model_name"):
+        raise CheckpointError(
+            f"{root / 'main_config.json'}: unet_model_name={main['unet_model_name']!r} (a UNet initialised from "
+            "another pre-trained model with extra group_in/group_out layers) is not a Tango release layout"
+        )
+    relative = main.get("unet_model_config_path")
+    if relative and (root / relative).is_file():
+        return _read_json(root / relative)
+    return package_data("unet_config.json")
+
+
+def _scheduler_config(root: Path, main: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's own scheduler folder when it has one; never download stabilityai/stable-diffusion-2-1."""
+    name = main.get("scheduler_name") or ""
+    local = root / name / "scheduler" / "scheduler_config.json"
+    return _read_json(local) if name and local.is_file() else default_scheduler_config()
+
+
+def vocoder_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """HiFi-GAN 16 kHz / 64 mel defaults, updated with the keys a vocoder_config.json gives."""
+    config = package_data("vocoder_config.json")
+    config.update({k: v for k, v in (overrides or {}).items() if k in config})
+    return config
+
+
+def load_checkpoint(model: str = DEFAULT_MODEL) -> Checkpoint:
+    """Resolve a Hub id, local folder or `random:full|tiny` to a Checkpoint; errors name what is missing."""
+    if model.startswith(RANDOM_PREFIX):
+        return random_checkpoint(model[len(RANDOM_PREFIX) :])
+    root = _local_or_hub(model)
+    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{root} is not a Tango checkpoint: missing {', '.join(missing)} "
+            f"(expected the original layout: {', '.join(REQUIRED_FILES)})"
+        )
+    main = _read_json(root / "main_config.json")
+    if "text_encoder_name" not in main:
+        raise CheckpointError(f"{root / 'main_config.json'} has no 'text_encoder_name'")
+    text_dir = _text_encoder_dir(root, main["text_encoder_name"])
+    vocoder_file = root / "vocoder_config.json"
+    return Checkpoint(
+        source=model,
+        root=root,
+        t5_config=_read_json(text_dir / "config.json"),
+        unet_config=_unet_config(root, main),
+        vae_config=_read_json(root / "vae_config.json"),
+        vocoder_config=vocoder_config(_read_json(vocoder_file) if vocoder_file.is_file() else None),
+        scheduler_config=_scheduler_config(root, main),
+        tokenizer_dir=text_dir,
+        weights={key: root / name for key, name in WEIGHT_FILES.items()},
+    )
+
+
+def random_checkpoint(size: str = "full", seed: int = 0) -> Checkpoint:
+    """The Tango architecture with random weights ("full" or "tiny"): for timing, which needs no trained weights."""
+    models = package_data("random_models.json")
+    if size not in models or size.startswith("_"):
+        raise CheckpointError(f"unknown random model size {size!r}; choose 'full' or 'tiny'")
+    spec = models[size]
+    return Checkpoint(
+        source=RANDOM_PREFIX + size,
+        t5_config=spec["t5"],
+        unet_config=spec["unet"] or package_data("unet_config.json"),
+        vae_config=spec["vae"],
+        vocoder_config=vocoder_config(spec["vocoder"]),
+        scheduler_config=default_scheduler_config(),
+        tokenizer_dir=None,
+        random_seed=seed,
+    )

@@ -1,0 +1,64 @@
+"""The numbers the diffusion loop and every backend share, derived once from a checkpoint's configs.
+
+One source of truth: shapes are never written as literals elsewhere. A torch checkpoint derives this from its
+configs; an exported folder stores it as `pipeline.json` and reads it back, so both paths agree by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+DEFAULT_LATENT_FRAMES = 256  # Tango's prepare_latents: 256 latent frames = 1024 mel frames = 10.24 s
+DEFAULT_MAX_BATCH = 8  # latents per denoising call (prompts x samples) the exported graphs are declared for
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Shapes and constants of one Tango model; everything else is computed from these."""
+
+    text_hidden_size: int  # T5 d_model: 1024 for Flan-T5-large
+    text_vocab_size: int
+    tokenizer_max_length: int  # truncation length of the tokenizer (512)
+    latent_channels: int  # UNet in/out channels (8)
+    unet_downsample: int  # 2 ** (UNet levels - 1): latent frames must be a multiple of it
+    vae_upsample: int  # 2 ** (len(ch_mult) - 1): mel frames per latent frame
+    vae_scale_factor: float
+    mel_bins: int  # 64
+    sample_rate: int  # 16000
+    vocoder_upsample_rates: tuple[int, ...]
+    vocoder_upsample_kernel_sizes: tuple[int, ...]
+    latent_frames: int = DEFAULT_LATENT_FRAMES
+
+    @property
+    def latent_bins(self) -> int:
+        """Latent width: mel bins divided by the VAE's upsampling (64 / 4 = 16)."""
+        return self.mel_bins // self.vae_upsample
+
+    def latent_shape(self, batch: int, latent_frames: int | None = None) -> tuple[int, int, int, int]:
+        frames = self.latent_frames if latent_frames is None else latent_frames
+        return (batch, self.latent_channels, frames, self.latent_bins)
+
+    def mel_frames(self, latent_frames: int | None = None) -> int:
+        return (self.latent_frames if latent_frames is None else latent_frames) * self.vae_upsample
+
+    def num_samples(self, mel_frames: int) -> int:
+        """Waveform length HiFi-GAN produces: each ConvTranspose1d(k, u, padding=(k-u)//2) maps L to (L-1)u-2p+k.
+
+        For 1024 frames this is 163872, not 1024 * 160: the original's output length, reproduced exactly.
+        """
+        length = mel_frames
+        for rate, kernel in zip(self.vocoder_upsample_rates, self.vocoder_upsample_kernel_sizes, strict=True):
+            length = (length - 1) * rate - 2 * ((kernel - rate) // 2) + kernel
+        return length
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("vocoder_upsample_rates", "vocoder_upsample_kernel_sizes"):
+            values[key] = tuple(values[key])
+        return cls(**values)

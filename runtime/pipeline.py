@@ -1,0 +1,111 @@
+"""The diffusion loop, once, in numpy: text -> embeddings -> guided denoising -> mel -> waveform.
+
+It talks to the four networks only through the Component interface, so any backend (torch, onnxruntime,
+tensorrt), mixed per component, runs the same loop. Numerics follow the original AudioDiffusion.inference:
+CFG rows ordered [uncond..., cond...], `samples` copies of each prompt adjacent (p0, p0, p1, p1, ...),
+noise = uncond + g * (cond - uncond) with the UNet run once on the doubled batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .backends.base import Component
+from .checks import assert_finite
+from .config import PipelineConfig
+from .noise import NoiseSource
+from .schedulers import Scheduler
+from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER
+from .tokenizer import PromptTokenizer
+
+
+@dataclass
+class TextConditioning:
+    """UNet conditioning for one batch: embeddings and bool mask, CFG-doubled when guidance > 1."""
+
+    embeddings: np.ndarray  # (rows, text_len, hidden) float32
+    mask: np.ndarray  # (rows, text_len) bool
+    guided: bool
+
+
+class TangoPipeline:
+    """Tokenizer + four components + scheduler config: everything one generation needs."""
+
+    def __init__(
+        self,
+        components: Mapping[str, Component],
+        tokenizer: PromptTokenizer,
+        config: PipelineConfig,
+        scheduler_config: dict,
+    ):
+        self.components = dict(components)
+        self.tokenizer = tokenizer
+        self.config = config
+        self.scheduler_config = scheduler_config
+
+    def encode_text(self, prompts: Sequence[str], samples: int, guided: bool) -> TextConditioning:
+        """T5 embeddings; under CFG the "" prompt is padded to the prompts' length and goes first."""
+        ids, mask = self.tokenizer(prompts)
+        if guided:
+            uncond_ids, uncond_mask = self.tokenizer([""] * len(prompts), length=ids.shape[1])
+            ids, mask = np.concatenate([uncond_ids, ids]), np.concatenate([uncond_mask, mask])
+        embeddings = self.components[TEXT_ENCODER](input_ids=ids, attention_mask=mask)
+        return TextConditioning(np.repeat(embeddings, samples, axis=0), np.repeat(mask == 1, samples, axis=0), guided)
+
+    def denoise(
+        self,
+        text: TextConditioning,
+        scheduler: Scheduler,
+        steps: int,
+        guidance: float,
+        noise: NoiseSource,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Run the guided sampling loop and return the final latents (N, C, frames, bins)."""
+        rows = len(text.embeddings) // (2 if text.guided else 1)
+        shape = self.config.latent_shape(rows)
+        scheduler.set_timesteps(steps)
+        noise.check(shape, scheduler.noise_count(), scheduler.name)
+        latents = noise.initial(shape) * np.float32(scheduler.init_noise_sigma)
+        unet, scale, drawn = self.components[UNET], np.float32(guidance), 0
+        for index, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc="denoising", leave=False)):
+            model_input = np.concatenate([latents, latents]) if text.guided else latents
+            timestep = np.full(len(model_input), t, dtype=np.float32)
+            output = unet(
+                sample=model_input,
+                timestep=timestep,
+                encoder_hidden_states=text.embeddings,
+                encoder_attention_mask=text.mask,
+            )
+            if text.guided:
+                uncond, cond = np.split(output, 2)
+                output = uncond + scale * (cond - uncond)
+            step_noise = None
+            if scheduler.needs_noise(index):
+                step_noise, drawn = noise.step(drawn, shape), drawn + 1
+            latents = scheduler.step(output, index, latents, step_noise)
+        return assert_finite(latents, "denoising loop (final latents)")
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Latents -> mel (N, 1, frames, bins) -> float waveform (N, samples)."""
+        mel = self.components[VAE_DECODER](latents=latents)
+        return self.components[VOCODER](mel=np.ascontiguousarray(mel[:, 0]))
+
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        scheduler: Scheduler,
+        steps: int,
+        guidance: float,
+        samples: int,
+        noise: NoiseSource,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ..."""
+        text = self.encode_text(prompts, samples, guided=guidance > 1.0)
+        latents = self.denoise(text, scheduler, steps, guidance, noise, progress)
+        return self.decode(latents)

@@ -1,0 +1,214 @@
+"""One declaration per component: IO names, dtypes, symbolic shapes and the shape ranges they support.
+
+ONNX export (input/output names, dynamic axes, sample inputs), TensorRT builds (optimization profiles), the
+runtime's input checks and every backend read these declarations; nothing else spells an IO name or a shape.
+Symbolic dimensions:
+
+    cfg_batch      rows the text encoder and UNet see: 2 x batch under classifier-free guidance
+    batch          latents / clips per call: prompts x samples
+    text_len       T5 tokens, padded to the longest prompt
+    latent_frames  latent time axis (256 for 10.24 s); a multiple of the UNet's downsampling
+    mel_frames     latent_frames x the VAE's upsampling
+    samples        waveform length, derived from mel_frames by the vocoder's transposed convolutions
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import DEFAULT_MAX_BATCH, PipelineConfig
+from .errors import InputError
+
+Dim = str | int
+
+TEXT_ENCODER = "text_encoder"
+UNET = "unet"
+VAE_DECODER = "vae_decoder"
+VOCODER = "vocoder"
+COMPONENTS = (TEXT_ENCODER, UNET, VAE_DECODER, VOCODER)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: its graph name, numpy dtype name and shape (ints or symbolic dimension names)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def resolve(self, dims: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else dims[d] for d in self.shape)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class DimRange:
+    """Supported values of one symbolic dimension; opt is what TensorRT tunes for."""
+
+    min: int
+    opt: int
+    max: int
+    multiple_of: int = 1
+
+    def check(self, value: int) -> str | None:
+        """Return why `value` is unsupported, or None."""
+        if not self.min <= value <= self.max:
+            return f"{value} is outside the supported range [{self.min}, {self.max}]"
+        if value % self.multiple_of:
+            return f"{value} is not a multiple of {self.multiple_of}"
+        return None
+
+    def scaled(self, factor: int) -> DimRange:
+        return DimRange(self.min * factor, self.opt * factor, self.max * factor, self.multiple_of * factor)
+
+    def to_list(self) -> list[int]:
+        return [self.min, self.opt, self.max, self.multiple_of]
+
+    @classmethod
+    def from_list(cls, values: list[int]) -> DimRange:
+        return cls(*values)
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """The shapes an exported graph or engine is declared (and tested) for."""
+
+    max_batch: int = DEFAULT_MAX_BATCH
+    text_len: DimRange = DimRange(1, 32, 512)
+    latent_frames: DimRange | None = None  # None: 1/4 to 4x the model's default length
+
+    def ranges(self, config: PipelineConfig) -> dict[str, DimRange]:
+        frames = self.latent_frames or DimRange(
+            config.unet_downsample, config.latent_frames, 4 * config.latent_frames, config.unet_downsample
+        )
+        text = DimRange(self.text_len.min, self.text_len.opt, min(self.text_len.max, config.tokenizer_max_length))
+        mel = frames.scaled(config.vae_upsample)
+        return {
+            "batch": DimRange(1, 1, self.max_batch),
+            "cfg_batch": DimRange(1, 2, 2 * self.max_batch),
+            "text_len": text,
+            "latent_frames": frames,
+            "mel_frames": mel,
+            "samples": DimRange(config.num_samples(mel.min), config.num_samples(mel.opt), config.num_samples(mel.max)),
+        }
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A network's contract: what goes in, what comes out, and which axes are dynamic."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """torch.onnx.export's dynamic_axes: every symbolic dimension of every input and output."""
+        return {
+            t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs + self.outputs
+        }
+
+    def symbols(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for t in self.inputs:
+            seen.update((d, None) for d in t.shape if isinstance(d, str))
+        return list(seen)
+
+    def infer_dims(self, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Bind symbolic dimensions to the feeds' sizes; raise InputError on a name, dtype or rank mismatch."""
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise InputError(f"{self.name}: missing input(s) {missing}; expected {self.input_names}")
+        dims: dict[str, int] = {}
+        for t in self.inputs:
+            array = feeds[t.name]
+            if array.dtype != np.dtype(t.dtype):
+                raise InputError(f"{self.name}: input '{t.name}' has dtype {array.dtype}, expected {t.dtype}")
+            if array.ndim != len(t.shape):
+                raise InputError(f"{self.name}: input '{t.name}' has shape {array.shape}, expected {t.shape}")
+            for axis, (want, got) in enumerate(zip(t.shape, array.shape, strict=True)):
+                if isinstance(want, int) and want != got:
+                    raise InputError(
+                        f"{self.name}: input '{t.name}' axis {axis} is {got}, expected {want} (shape {t.shape})"
+                    )
+                if isinstance(want, str) and dims.setdefault(want, got) != got:
+                    raise InputError(
+                        f"{self.name}: '{want}' is {dims[want]} in one input and {got} in '{t.name}'"
+                    )
+        return dims
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray], ranges: Mapping[str, DimRange]) -> dict[str, int]:
+        """infer_dims, then check each dimension against the declared ranges."""
+        dims = self.infer_dims(feeds)
+        for name, value in dims.items():
+            problem = ranges[name].check(value) if name in ranges else None
+            if problem:
+                raise InputError(f"{self.name}: {name} = {problem} (declared shape ranges of this model)")
+        return dims
+
+    def sample_inputs(self, dims: Mapping[str, int], config: PipelineConfig, seed: int = 0) -> dict[str, np.ndarray]:
+        """Inputs with realistic content (padding in the masks, valid token ids) for export and checks."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for t in self.inputs:
+            shape = t.resolve(dims)
+            if t.name == "input_ids":
+                feeds[t.name] = rng.integers(2, config.text_vocab_size, shape, dtype=np.int64)
+            elif t.name in ("attention_mask", "encoder_attention_mask"):
+                mask = np.ones(shape, dtype=t.dtype)
+                for row in range(1, shape[0]):  # later rows padded, as the unconditional prompt is
+                    mask[row, max(1, shape[1] - row) :] = 0
+                feeds[t.name] = mask
+            elif t.name == "timestep":
+                feeds[t.name] = np.full(shape, rng.integers(1, 1000), dtype=t.dtype)
+            else:
+                feeds[t.name] = rng.standard_normal(shape, dtype=np.float32).astype(t.dtype)
+        return feeds
+
+
+def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
+    """The four networks of a Tango model with this config."""
+    hidden, channels, bins = config.text_hidden_size, config.latent_channels, config.latent_bins
+    latent = ("latent_frames", bins)
+    return {
+        TEXT_ENCODER: ComponentSpec(
+            TEXT_ENCODER,
+            inputs=(
+                TensorSpec("input_ids", "int64", ("cfg_batch", "text_len")),
+                TensorSpec("attention_mask", "int64", ("cfg_batch", "text_len")),
+            ),
+            outputs=(TensorSpec("last_hidden_state", "float32", ("cfg_batch", "text_len", hidden)),),
+        ),
+        UNET: ComponentSpec(
+            UNET,
+            inputs=(
+                TensorSpec("sample", "float32", ("cfg_batch", channels, *latent)),
+                TensorSpec("timestep", "float32", ("cfg_batch",)),
+                TensorSpec("encoder_hidden_states", "float32", ("cfg_batch", "text_len", hidden)),
+                TensorSpec("encoder_attention_mask", "bool", ("cfg_batch", "text_len")),
+            ),
+            outputs=(TensorSpec("noise_pred", "float32", ("cfg_batch", channels, *latent)),),
+        ),
+        VAE_DECODER: ComponentSpec(
+            VAE_DECODER,
+            inputs=(TensorSpec("latents", "float32", ("batch", channels, *latent)),),
+            outputs=(TensorSpec("mel", "float32", ("batch", 1, "mel_frames", config.mel_bins)),),
+        ),
+        VOCODER: ComponentSpec(
+            VOCODER,
+            inputs=(TensorSpec("mel", "float32", ("batch", "mel_frames", config.mel_bins)),),
+            outputs=(TensorSpec("waveform", "float32", ("batch", "samples")),),
+        ),
+    }

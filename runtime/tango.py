@@ -1,0 +1,165 @@
+"""The Tango-compatible API: a drop-in for declare-lab/tango's `Tango` class.
+
+    tango = Tango("declare-lab/tango2")                 # torch, CUDA when available
+    wave = tango.generate("An audience cheering and clapping")      # int16 (163872,), 16 kHz
+    waves = tango.generate_for_batch(prompts, samples=2)             # [[p0s0, p0s1], [p1s0, p1s1], ...]
+
+Same defaults and return structure as the original; one deliberate difference: waveforms are clipped to the
+int16 range before conversion (the original wraps around at full scale). Extras are keyword-only: `scheduler`
+("ddpm" default, as the original, or "ddim"), `seed`, and `latents` / `noise` for exact replay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from numbers import Real
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .audio import to_int16
+from .checkpoint import DEFAULT_MODEL
+from .errors import InputError
+from .loader import load_pipeline
+from .noise import NoiseSource
+from .pipeline import TangoPipeline
+from .schedulers import Scheduler, make_scheduler
+
+
+def _check_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_guidance(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+        raise InputError(f"guidance must be a finite number >= 0 (1 or less disables guidance), got {value!r}")
+    return float(value)
+
+
+def _check_prompts(prompts: Any) -> list[str]:
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise InputError(f"prompts must be a list of strings, got {type(prompts).__name__}")
+    if not prompts:
+        raise InputError("prompts is empty: give at least one prompt")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt {i} is a {type(prompt).__name__} ({prompt!r}), expected a string")
+    return list(prompts)
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return seed
+
+
+class Tango:
+    """Text-to-audio generation with a Tango / Tango 2 model on any backend.
+
+    Args:
+        model: Hub id (default declare-lab/tango2), local checkpoint folder in the original layout, an exported
+            folder (ONNX graphs / TensorRT engines), or random:full / random:tiny for timing.
+        device: "cuda", "cuda:1", "cpu"; None picks CUDA when available.
+        backend: "torch", "onnxruntime", "tensorrt", or per component, e.g. {"text_encoder": "torch",
+            "default": "onnxruntime"}.
+        name: alias of `model`, for code written against the original (`Tango(name=...)`).
+        **options: backend options: precision ("fp32" / "fp16"), providers, session_options, ...
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str | None = None,
+        backend: str | Mapping[str, str] = "torch",
+        *,
+        name: str | None = None,
+        **options: Any,
+    ):
+        self.model = name or model
+        self.pipeline: TangoPipeline = load_pipeline(self.model, backend, device, **options)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.pipeline.config.sample_rate
+
+    def _scheduler(self, name: str) -> Scheduler:
+        return make_scheduler(name, self.pipeline.scheduler_config)
+
+    def generate(
+        self,
+        prompt: str,
+        steps: int = 100,
+        guidance: float = 3,
+        samples: int = 1,
+        disable_progress: bool = True,
+        *,
+        scheduler: str = "ddpm",
+        seed: int | None = None,
+        latents: np.ndarray | None = None,
+        noise: Sequence[np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """One int16 waveform for `prompt`. As in the original, with samples > 1 the first sample is returned
+        (all samples are generated); use generate_for_batch([prompt], samples=n) to get every one."""
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__} ({prompt!r})")
+        waves = self._generate([prompt], steps, guidance, samples, disable_progress, scheduler, seed, latents, noise)
+        return waves[0]
+
+    def generate_for_batch(
+        self,
+        prompts: Sequence[str],
+        steps: int = 100,
+        guidance: float = 3,
+        samples: int = 1,
+        batch_size: int = 8,
+        disable_progress: bool = True,
+        *,
+        scheduler: str = "ddpm",
+        seed: int | None = None,
+        latents: np.ndarray | None = None,
+        noise: Sequence[np.ndarray] | None = None,
+    ) -> list[np.ndarray] | list[list[np.ndarray]]:
+        """int16 waveforms: a flat list with samples == 1, else one list of `samples` waveforms per prompt.
+
+        `latents` / `noise` cover all prompts x samples rows; they are split along with the prompts."""
+        prompts = _check_prompts(prompts)
+        batch_size = _check_int(batch_size, "batch_size")
+        waves = self._generate(
+            prompts, steps, guidance, samples, disable_progress, scheduler, seed, latents, noise, batch_size
+        )
+        outputs = list(waves)
+        if samples == 1:
+            return outputs
+        return [outputs[i : i + samples] for i in range(0, len(outputs), samples)]
+
+    def _generate(
+        self,
+        prompts: list[str],
+        steps: Any,
+        guidance: Any,
+        samples: Any,
+        disable_progress: bool,
+        scheduler_name: str,
+        seed: Any,
+        latents: np.ndarray | None,
+        noise: Sequence[np.ndarray] | None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        steps, samples = _check_int(steps, "steps"), _check_int(samples, "samples")
+        guidance = _check_guidance(guidance)
+        scheduler = self._scheduler(scheduler_name)
+        scheduler.set_timesteps(steps)
+        source = NoiseSource(np.random.default_rng(_check_seed(seed)), latents, noise)
+        source.check(self.pipeline.config.latent_shape(len(prompts) * samples), scheduler.noise_count(), scheduler.name)
+        batch_size = batch_size or len(prompts)
+        starts = range(0, len(prompts), batch_size)
+        waves = []
+        for start in tqdm(starts, disable=disable_progress or len(starts) == 1, desc="batches"):
+            batch = prompts[start : start + batch_size]
+            rows = source.rows(start * samples, (start + len(batch)) * samples)
+            waves.append(self.pipeline(batch, scheduler, steps, guidance, samples, rows, not disable_progress))
+        return to_int16(np.concatenate(waves))

@@ -1,0 +1,123 @@
+"""The `tango-rt` command: generate, info, export, build, check, bench.
+
+User mistakes (TangoError) print one line and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .runtime.checkpoint import DEFAULT_MODEL
+from .runtime.errors import TangoError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[func.__name__.removeprefix("cmd_")] = func
+    return func
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "prompt"
+
+
+@command
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .runtime.audio import write_wav
+    from .runtime.tango import Tango
+
+    tango = Tango(args.model, device=args.device, backend=args.backend, **_backend_options(args))
+    waves = tango.generate_for_batch(
+        args.prompts,
+        steps=args.steps,
+        guidance=args.guidance,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        disable_progress=args.quiet,
+        scheduler=args.scheduler,
+        seed=args.seed,
+    )
+    per_prompt = waves if args.samples > 1 else [[w] for w in waves]
+    for index, (prompt, clips) in enumerate(zip(args.prompts, per_prompt, strict=True)):
+        for sample, wave in enumerate(clips):
+            suffix = f"_s{sample}" if args.samples > 1 else ""
+            path = write_wav(Path(args.out) / f"{index:02d}_{_slug(prompt)}{suffix}.wav", wave, tango.sample_rate)
+            print(path)
+    return 0
+
+
+@command
+def cmd_info(args: argparse.Namespace) -> int:
+    from .runtime.info import describe
+
+    info = describe(args.model)
+    print(json.dumps(info, indent=2) if args.json else info["summary"])
+    if not args.json:
+        print(json.dumps(info["configs"], indent=2))
+    return 0
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    options = {"precision": args.precision}
+    if getattr(args, "providers", None):
+        options["providers"] = args.providers.split(",")
+    if getattr(args, "threads", None):
+        options["threads"] = args.threads
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="Hub id, checkpoint folder, exported folder, random:full|tiny"
+    )
+    parser.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt, or per component: "
+                        "'text_encoder=torch,default=onnxruntime'")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: CUDA when available)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="torch precision (default fp32)")
+    parser.add_argument("--providers", default=None, help="onnxruntime execution providers, comma-separated")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tango-rt", description="Fast inference for Tango text-to-audio models")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write one 16 kHz WAV per prompt and sample")
+    gen.add_argument("prompts", nargs="+", help="text prompts")
+    _add_runtime_args(gen)
+    gen.add_argument("--steps", type=int, default=100)
+    gen.add_argument("--guidance", type=float, default=3.0)
+    gen.add_argument("--samples", type=int, default=1, help="samples per prompt")
+    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--scheduler", default="ddpm", help="ddpm (the original's default) or ddim")
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("-o", "--out", default="tango_out", help="output folder")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    info = sub.add_parser("info", help="components, parameter counts and configs of a model")
+    info.add_argument("--model", default=DEFAULT_MODEL)
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TangoError as exc:
+        print(f"tango-rt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into head & co.
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

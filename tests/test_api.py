@@ -1,0 +1,101 @@
+"""The Tango-compatible API: return types and structure of the original, seeds, replay and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURE
+from tango_rt.runtime.audio import to_int16
+from tango_rt.runtime.errors import InputError
+
+pytest.importorskip("torch")
+LENGTH = 163872  # the original's waveform length for 10.24 s
+
+
+def test_generate_returns_one_int16_waveform(tiny_tango):
+    wave = tiny_tango.generate("A dog barks", steps=2, seed=0)
+    assert isinstance(wave, np.ndarray) and wave.dtype == np.int16 and wave.shape == (LENGTH,)
+    assert tiny_tango.sample_rate == 16000
+
+
+def test_generate_for_batch_structure(tiny_tango):
+    flat = tiny_tango.generate_for_batch(["a", "b", "c"], steps=1, batch_size=2, seed=0)
+    assert isinstance(flat, list) and len(flat) == 3 and all(w.shape == (LENGTH,) for w in flat)
+    nested = tiny_tango.generate_for_batch(["a", "b"], steps=1, samples=2, seed=0)
+    assert len(nested) == 2 and all(len(group) == 2 for group in nested)
+    assert all(w.dtype == np.int16 for group in nested for w in group)
+
+
+def test_generate_with_samples_returns_first_sample_like_the_original(tiny_tango):
+    first = tiny_tango.generate("rain", steps=2, samples=2, seed=3, scheduler="ddim")
+    both = tiny_tango.generate_for_batch(["rain"], steps=2, samples=2, seed=3, scheduler="ddim")
+    np.testing.assert_array_equal(first, both[0][0])
+    assert not np.array_equal(both[0][0], both[0][1])
+
+
+def test_seed_reproducible_and_seeds_differ(tiny_tango):
+    a = tiny_tango.generate("wind", steps=2, seed=7)
+    b = tiny_tango.generate("wind", steps=2, seed=7)
+    c = tiny_tango.generate("wind", steps=2, seed=8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_batching_does_not_change_replayed_audio(tiny_tango):
+    rng = np.random.default_rng(0)
+    latents = rng.standard_normal((3, 8, 256, 16), dtype=np.float32)
+    noise = rng.standard_normal((2, 3, 8, 256, 16), dtype=np.float32)
+    prompts = ["a bell", "a car horn honks twice", "birds"]
+    one = tiny_tango.generate_for_batch(prompts, steps=2, batch_size=3, latents=latents, noise=noise)
+    many = tiny_tango.generate_for_batch(prompts, steps=2, batch_size=1, latents=latents, noise=noise)
+    for x, y in zip(one, many, strict=True):
+        assert np.abs(x.astype(np.int32) - y).max() <= 4
+
+
+def test_no_guidance_path_runs(tiny_tango):
+    assert tiny_tango.generate("a bell", steps=1, guidance=1, seed=0).shape == (LENGTH,)
+
+
+def test_int16_conversion_clips_instead_of_wrapping():
+    wave = np.array([1.0, -1.0, 1.5, -1.5, 0.5, -0.99999, 0.0], dtype=np.float32)
+    np.testing.assert_array_equal(to_int16(wave), [32767, -32768, 32767, -32768, 16384, -32767, 0])
+
+
+def test_name_keyword_alias_of_the_original():
+    from tango_rt import Tango
+
+    tango = Tango(name=str(FIXTURE), device="cpu")
+    assert tango.model == str(FIXTURE)
+
+
+BAD_CALLS = [
+    ({"prompts": []}, "prompts is empty"),
+    ({"prompts": "a dog"}, "prompts must be a list of strings"),
+    ({"prompts": ["ok", 3]}, "prompt 1 is a int"),
+    ({"steps": 0}, "steps must be an integer >= 1"),
+    ({"steps": 2.5}, "steps must be an integer >= 1"),
+    ({"samples": 0}, "samples must be an integer >= 1"),
+    ({"guidance": -1}, "guidance must be a finite number >= 0"),
+    ({"guidance": float("nan")}, "guidance must be a finite number >= 0"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"scheduler": "euler"}, "unknown scheduler 'euler'"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"latents": np.zeros((2, 8, 256, 16), np.float32)}, r"latents has shape \(2, 8, 256, 16\), expected \(1, 8,"),
+    ({"noise": [np.zeros((1, 8, 256, 16), np.float32)]}, "noise has 1 arrays; ddpm with these steps needs 2"),
+    ({"noise": [np.zeros((1, 8, 256, 8), np.float32)] * 2}, r"noise\[0\] has shape"),
+    ({"noise": [np.zeros((1, 8, 256, 16), np.float32)] * 2, "scheduler": "ddim"}, "deterministic and draws no noise"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD_CALLS, ids=[m[:30] for _, m in BAD_CALLS])
+def test_bad_input_is_a_clear_error_and_the_model_stays_usable(tiny_tango, kwargs, message):
+    call = {"prompts": ["a dog"], "steps": 2, **kwargs}
+    with pytest.raises(InputError, match=message):
+        tiny_tango.generate_for_batch(call.pop("prompts"), **call)
+    assert tiny_tango.generate("a dog", steps=1, seed=0).shape == (LENGTH,)
+
+
+def test_generate_rejects_a_non_string_prompt(tiny_tango):
+    with pytest.raises(InputError, match="prompt must be a string"):
+        tiny_tango.generate(["a list"])
