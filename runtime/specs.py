@@ -23,6 +23,13 @@ from .config import DEFAULT_MAX_BATCH, PipelineConfig
 from .errors import InputError
 
 Dim = str | int
+BATCH_HINT = "clips per call = prompts x samples: lower batch_size or samples, or re-export with a larger --max-batch"
+DIM_HINTS = {
+    "batch": BATCH_HINT,
+    "cfg_batch": BATCH_HINT + " (guidance doubles it)",
+    "text_len": "prompt tokens, padded to the longest prompt",
+    "latent_frames": "audio length in latent frames",
+}
 
 TEXT_ENCODER = "text_encoder"
 UNET = "unet"
@@ -155,7 +162,8 @@ class ComponentSpec:
         for name, value in dims.items():
             problem = ranges[name].check(value) if name in ranges else None
             if problem:
-                raise InputError(f"{self.name}: {name} = {problem} (declared shape ranges of this model)")
+                hint = f"; {DIM_HINTS[name]}" if name in DIM_HINTS else ""
+                raise InputError(f"{self.name}: {name} = {problem} declared for this model{hint}")
         return dims
 
     def sample_inputs(self, dims: Mapping[str, int], config: PipelineConfig, seed: int = 0) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .runtime.checkpoint import DEFAULT_MODEL
+from .runtime.config import DEFAULT_MAX_BATCH
 from .runtime.errors import TangoError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -63,6 +64,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export.onnx_export import export_onnx
+    from .runtime.specs import ShapeProfile
+
+    out = export_onnx(
+        args.model, args.out, precision=args.precision, force=args.force, opset=args.opset,
+        profile=ShapeProfile(max_batch=args.max_batch),
+    )
+    print(out)
+    return 0
+
+
 def _backend_options(args: argparse.Namespace) -> dict:
     options = {"precision": args.precision}
     if getattr(args, "providers", None):
@@ -99,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("-o", "--out", default="tango_out", help="output folder")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    exp = sub.add_parser("export", help="export the four networks to an ONNX model folder")
+    exp.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, checkpoint folder, or random:full|tiny")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
+                     help="fp16 keeps T5, attention scores and the timestep embedding in fp32")
+    exp.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                     help="clips per denoising call (prompts x samples) the graphs are declared for")
+    exp.add_argument("--opset", type=int, default=17)
+    exp.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
 
     info = sub.add_parser("info", help="components, parameter counts and configs of a model")
     info.add_argument("--model", default=DEFAULT_MODEL)

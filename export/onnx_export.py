@@ -1,0 +1,196 @@
+"""`tango-rt export`: the four networks to ONNX, plus everything the lean runtime needs, in one folder.
+
+Driven by the component declarations (runtime/specs.py): the same IO names, dynamic axes and sample inputs the
+runtime checks against. Export uses torch's TorchScript exporter (dynamo=False): with dynamic batch and text
+length the dynamo exporter failed on this UNet (DESIGN.md), the TorchScript one works. Tracing bakes Python
+shape logic into constants, so sample inputs use shapes *different* from the ones tests and `check` run at.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..runtime.artifacts import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    SCHEDULER_FILE,
+    TOKENIZER_DIR,
+    file_entry,
+    library_versions,
+    now_utc,
+)
+from ..runtime.checkpoint import load_checkpoint
+from ..runtime.errors import ArtifactError
+from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs
+from ..runtime.tokenizer import TOKENIZER_FILES
+from .precision import FP16_POLICY, convert_to_fp16
+
+DEFAULT_OPSET = 17
+EXTERNAL_DATA_THRESHOLD = 1 << 30  # protobuf caps a graph at 2 GB: above 1 GB of weights, write external data
+EXPORT_DIMS = {"cfg_batch": 2, "batch": 1, "text_len": 7}  # odd sizes on purpose: see the module docstring
+EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise ArtifactError(f"{out} exists and is not empty; pass --force to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _save(model, path: Path) -> list[str]:
+    """Save a ModelProto, with one external data file when the weights pass the threshold; returns data files."""
+    import onnx
+
+    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
+    data = f"{path.name}.data"
+    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data)
+        return [data]
+    onnx.save_model(model, str(path))
+    return []
+
+
+def _trace(module, spec, feeds: dict, path: Path, opset: int) -> None:
+    import torch
+
+    args = tuple(torch.from_numpy(feeds[name]) for name in spec.input_names)
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python shape checks: what the tests guard against
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_axes=spec.dynamic_axes(),
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def export_component(module, spec, config, out: Path, precision: str, opset: int) -> dict:
+    """Trace one network to `out/<name>.onnx`, apply the precision policy, check it; return its manifest entry."""
+    import onnx
+
+    staging = out / f".staging-{spec.name}"
+    staging.mkdir()
+    try:
+        traced = staging / f"{spec.name}.onnx"
+        dims = {**EXPORT_DIMS, "latent_frames": config.latent_frames, "mel_frames": config.mel_frames()}
+        _trace(module, spec, spec.sample_inputs(dims, config), traced, opset)
+        policy = FP16_POLICY[spec.name]
+        fp32_nodes: list[str] = []
+        if precision == "fp16" and not policy.whole_graph_fp32:
+            model, fp32_nodes = convert_to_fp16(str(traced), spec.name)
+            actual = "fp16"
+        else:
+            model, actual = onnx.load(str(traced)), "fp32"
+        target = out / f"{spec.name}.onnx"
+        data_files = _save(model, target)
+        del model
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    onnx.checker.check_model(str(target))  # by path: external-data aware
+    entry = {
+        "format": "onnx",
+        **file_entry(out, target.name),
+        "external_data": [file_entry(out, name) for name in data_files],
+        "precision": actual,
+        "fp32_nodes": len(fp32_nodes),
+        "opset": opset,
+        "inputs": [t.to_dict() for t in spec.inputs],
+        "outputs": [t.to_dict() for t in spec.outputs],
+    }
+    return entry
+
+
+def _copy_text_files(checkpoint, out: Path) -> None:
+    import json
+
+    (out / TOKENIZER_DIR).mkdir()
+    if checkpoint.tokenizer_dir is None:  # random weights: the toy tokenizer they run with
+        from importlib import resources
+
+        source = resources.files("tango_rt.runtime").joinpath("data/toy_tokenizer.json")
+        (out / TOKENIZER_DIR / "tokenizer.json").write_bytes(source.read_bytes())
+    else:
+        for name in TOKENIZER_FILES:
+            if (checkpoint.tokenizer_dir / name).is_file():
+                shutil.copy2(checkpoint.tokenizer_dir / name, out / TOKENIZER_DIR / name)
+    (out / SCHEDULER_FILE).write_text(json.dumps(checkpoint.scheduler_config, indent=2))
+
+
+def export_onnx(
+    model: str,
+    out: str | Path,
+    precision: str = "fp32",
+    force: bool = False,
+    opset: int = DEFAULT_OPSET,
+    profile: ShapeProfile | None = None,
+    components: Iterable[str] = COMPONENTS,
+) -> Path:
+    """Export a checkpoint (Hub id, folder, or random:full|tiny) to a self-contained ONNX model folder."""
+    import json
+
+    from .. import __version__
+    from ..runtime.backends.torch_models import ModelBuilder
+
+    if precision not in ("fp32", "fp16"):
+        raise ArtifactError(f"precision must be fp32 or fp16, got {precision!r}")
+    names = list(components)
+    unknown = set(names) - set(COMPONENTS)
+    if unknown:
+        raise ArtifactError(f"unknown component(s) {sorted(unknown)}; components are {list(COMPONENTS)}")
+    out = Path(out)
+    checkpoint = load_checkpoint(model)  # before touching `out`: a bad model must not cost the old folder
+    config = checkpoint.pipeline_config()
+    specs = component_specs(config)
+    profile = profile or ShapeProfile()
+    _prepare_out(out, force)
+    _log(f"exporting {model} to {out} ({precision}, opset {opset})")
+    builder = ModelBuilder(checkpoint)
+    entries = {}
+    for index, name in enumerate(names, 1):
+        started = time.perf_counter()
+        _log(f"[{index}/{len(names)}] {name}: building and tracing ...")
+        module = builder.build([name])[name]
+        entries[name] = export_component(module, specs[name], config, out, precision, opset)
+        del module
+        size = entries[name]["size"] + sum(e["size"] for e in entries[name]["external_data"])
+        _log(f"[{index}/{len(names)}] {name}: done in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB")
+    _copy_text_files(checkpoint, out)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tango_rt_version": __version__,
+        "created": now_utc(),
+        "source": {"model": _source_reference(model), "weights_digest": checkpoint.weights_digest()},
+        "pipeline": config.to_dict(),
+        "shape_ranges": {k: v.to_list() for k, v in profile.ranges(config).items()},
+        "precision": precision,
+        "exporter": {"method": EXPORTER, "versions": library_versions(
+            "torch", "transformers", "diffusers", "onnx", "onnxruntime")},
+        "components": entries,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    _log(f"wrote {out / MANIFEST}")
+    return out
+
+
+def _source_reference(model: str) -> str:
+    """Local folders are recorded as absolute paths so the manifest still resolves from elsewhere."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model

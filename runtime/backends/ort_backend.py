@@ -1,0 +1,116 @@
+"""The ONNX Runtime backend: exported graphs on CPU, CUDA or ONNX Runtime's TensorRT provider, without torch.
+
+Imports only numpy and onnxruntime. Sessions use every graph optimization by default; threads and the
+optimization level are options, and a ready `onnxruntime.SessionOptions` can be passed instead. On GPU
+providers, I/O binding copies each output to the host once instead of through an intermediate allocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from ..artifacts import Artifact
+from ..errors import ArtifactError, BackendError
+from ..specs import ComponentSpec, component_specs
+from .base import Component
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(bool)": "bool"}
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def resolve_providers(device: str | None, providers: Sequence[str] | None) -> list[str]:
+    """Explicit providers win; else CUDA when the device asks for it (or is unset and CUDA is there), else CPU."""
+    available = ort.get_available_providers()
+    if providers:
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise BackendError(f"onnxruntime providers {missing} are not available here (available: {available})")
+        return list(providers)
+    wants_cuda = device is not None and device.startswith("cuda")
+    if wants_cuda and "CUDAExecutionProvider" not in available:
+        raise BackendError(
+            f"device {device!r} needs onnxruntime's CUDAExecutionProvider, but this onnxruntime has {available}: "
+            "pip install onnxruntime-gpu"
+        )
+    if wants_cuda or (device is None and "CUDAExecutionProvider" in available):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device not in (None, "cpu"):
+        raise BackendError(f"onnxruntime backend: unknown device {device!r} (use 'cpu' or 'cuda[:N]')")
+    return ["CPUExecutionProvider"]
+
+
+def make_session_options(threads: int | None = None, optimization: str = "all") -> ort.SessionOptions:
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise BackendError(f"graph optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def check_graph_io(session: ort.InferenceSession, spec: ComponentSpec, path: str) -> None:
+    """The graph must expose exactly the declared inputs and outputs: else it is stale or foreign."""
+    got = {i.name: ORT_TYPES.get(i.type, i.type) for i in [*session.get_inputs(), *session.get_outputs()]}
+    want = {t.name: t.dtype for t in [*spec.inputs, *spec.outputs]}
+    if got != want:
+        raise ArtifactError(
+            f"{path}: graph IO {got} does not match the {spec.name} declaration {want}; the graph was exported by "
+            "an incompatible version: re-export with `tango-rt export --force`"
+        )
+
+
+class OrtComponent(Component):
+    backend = "onnxruntime"
+
+    def __init__(self, spec: ComponentSpec, session: ort.InferenceSession, ranges, io_binding: bool):
+        super().__init__(spec, ranges)
+        self.session = session
+        self.io_binding = io_binding
+        self.output_name = spec.output_names[0]
+        self.output_device = "cuda" if session.get_providers()[0] in GPU_PROVIDERS else "cpu"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if not self.io_binding:
+            return self.session.run([self.output_name], feeds)[0]
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        binding.bind_output(self.output_name, self.output_device)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+def load_components(
+    artifact: Artifact,
+    names: Iterable[str],
+    device: str | None = None,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    optimization: str = "all",
+    session_options: ort.SessionOptions | None = None,
+    io_binding: bool | None = None,
+) -> dict[str, Component]:
+    chosen = resolve_providers(device, providers)
+    options = session_options or make_session_options(threads, optimization)
+    bind = io_binding if io_binding is not None else chosen[0] in GPU_PROVIDERS
+    specs = component_specs(artifact.pipeline_config)
+    components: dict[str, Component] = {}
+    for name in names:
+        path = str(artifact.files(name, "onnx")[0])
+        try:
+            session = ort.InferenceSession(path, sess_options=options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt or foreign graphs
+            raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from None
+        check_graph_io(session, specs[name], path)
+        components[name] = OrtComponent(specs[name], session, artifact.ranges, bind)
+    return components
