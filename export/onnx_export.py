@@ -27,9 +27,9 @@ from ..runtime.artifacts import (
 )
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.errors import ArtifactError
-from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs
+from ..runtime.specs import COMPONENTS, UNET, ShapeProfile, component_specs
 from ..runtime.tokenizer import TOKENIZER_FILES
-from .precision import FP16_POLICY, convert_to_fp16
+from .precision import PRECISION_POLICY, convert_to_fp16, quantize_int8
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # protobuf caps a graph at 2 GB: above 1 GB of weights, write external data
@@ -49,17 +49,38 @@ def _prepare_out(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _save(model, path: Path) -> list[str]:
-    """Save a ModelProto, with one external data file when the weights pass the threshold; returns data files."""
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def component_precision(precision: str, name: str) -> str:
+    """What an export precision means per component: fp16 spares whole-FP32 graphs (T5); int8 is the UNet's
+    MatMul weights only, a CPU option."""
+    if precision == "fp16":
+        return "fp32" if PRECISION_POLICY[name].whole_graph_fp32 else "fp16"
+    if precision == "int8":
+        return "int8-dynamic" if name == UNET else "fp32"
+    return "fp32"
+
+
+def _save(model, path: Path) -> None:
+    """Save a ModelProto, with one external data file when the weights pass the threshold."""
     import onnx
 
     weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
-    data = f"{path.name}.data"
     if weight_bytes > EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data)
-        return [data]
-    onnx.save_model(model, str(path))
-    return []
+        location = f"{path.name}.data"
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def external_files(path: Path) -> list[str]:
+    """The external data files a saved graph refers to (relative to its folder)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    return sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
 
 
 def _trace(module, spec, feeds: dict, path: Path, opset: int) -> None:
@@ -82,7 +103,10 @@ def _trace(module, spec, feeds: dict, path: Path, opset: int) -> None:
 
 
 def export_component(module, spec, config, out: Path, precision: str, opset: int) -> dict:
-    """Trace one network to `out/<name>.onnx`, apply the precision policy, check it; return its manifest entry."""
+    """Trace one network to `out/<name>.onnx`, apply the precision policy, check it; return its manifest entry.
+
+    `fp32_nodes` in the entry counts the nodes the policy kept in FP32 (FP16) or out of quantization (INT8).
+    """
     import onnx
 
     staging = out / f".staging-{spec.name}"
@@ -91,23 +115,21 @@ def export_component(module, spec, config, out: Path, precision: str, opset: int
         traced = staging / f"{spec.name}.onnx"
         dims = {**EXPORT_DIMS, "latent_frames": config.latent_frames, "mel_frames": config.mel_frames()}
         _trace(module, spec, spec.sample_inputs(dims, config), traced, opset)
-        policy = FP16_POLICY[spec.name]
-        fp32_nodes: list[str] = []
-        if precision == "fp16" and not policy.whole_graph_fp32:
-            model, fp32_nodes = convert_to_fp16(str(traced), spec.name)
-            actual = "fp16"
-        else:
-            model, actual = onnx.load(str(traced)), "fp32"
         target = out / f"{spec.name}.onnx"
-        data_files = _save(model, target)
-        del model
+        actual, fp32_nodes = component_precision(precision, spec.name), []
+        if actual == "int8-dynamic":
+            fp32_nodes = quantize_int8(str(traced), str(target), spec.name)
+        else:
+            model, fp32_nodes = convert_to_fp16(str(traced), spec.name) if actual == "fp16" else (onnx.load(traced), [])
+            _save(model, target)
+            del model
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     onnx.checker.check_model(str(target))  # by path: external-data aware
     entry = {
         "format": "onnx",
         **file_entry(out, target.name),
-        "external_data": [file_entry(out, name) for name in data_files],
+        "external_data": [file_entry(out, name) for name in external_files(target)],
         "precision": actual,
         "fp32_nodes": len(fp32_nodes),
         "opset": opset,
@@ -148,8 +170,8 @@ def export_onnx(
     from .. import __version__
     from ..runtime.backends.torch_models import ModelBuilder
 
-    if precision not in ("fp32", "fp16"):
-        raise ArtifactError(f"precision must be fp32 or fp16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ArtifactError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     names = list(components)
     unknown = set(names) - set(COMPONENTS)
     if unknown:

@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export the four networks to an ONNX model folder")
     exp.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, checkpoint folder, or random:full|tiny")
     exp.add_argument("--out", required=True, help="output folder")
-    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
-                     help="fp16 keeps T5, attention scores and the timestep embedding in fp32")
+    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                     help="fp16 (GPUs) keeps T5, attention scores and the timestep embedding in fp32; int8 (CPUs) "
+                     "quantizes the UNet's MatMul weights dynamically, a separate option with its own accuracy")
     exp.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                      help="clips per denoising call (prompts x samples) the graphs are declared for")
     exp.add_argument("--opset", type=int, default=17)

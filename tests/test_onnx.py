@@ -322,3 +322,28 @@ def test_cli_export_and_generate(tmp_path, capsys):
     assert main(["generate", "a cat", "--model", str(out), "--backend", "onnxruntime", "--steps", "1",
                  "-o", str(wavs), "-q"]) == 0
     assert len(list(wavs.glob("*.wav"))) == 1
+
+
+def test_int8_unet_option(tmp_path, ort_tango):
+    """--precision int8: the UNet's MatMul weights quantized dynamically (a CPU option), convolutions and the
+    policy's attention / timestep nodes left in float; everything else exported in fp32."""
+    from tango_rt import Tango
+    from tango_rt.export.onnx_export import export_onnx
+
+    folder = export_onnx(str(FIXTURE), tmp_path / "int8", precision="int8", components=COMPONENTS)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["components"]["unet"]["precision"] == "int8-dynamic"
+    assert {manifest["components"][n]["precision"] for n in ("text_encoder", "vae_decoder", "vocoder")} == {"fp32"}
+    graph = onnx.load(str(folder / "unet.onnx"), load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    assert "MatMulInteger" in ops and "ConvInteger" not in ops and "Conv" in ops
+    attention = [n for n in graph.node if n.name.endswith(("/attn1/MatMul", "/attn2/MatMul_1"))]
+    assert attention and all(n.op_type == "MatMul" for n in attention), "attention scores must stay float"
+    int8 = Tango(str(folder), backend="onnxruntime")
+    config = int8.pipeline.config
+    feeds = component_specs(config)["unet"].sample_inputs(_dims(SHAPES[1], config), config, seed=2)
+    quantized = int8.pipeline.components["unet"](**feeds)
+    full = ort_tango.pipeline.components["unet"](**feeds)
+    rel = float(np.abs(quantized - full).max() / np.abs(full).max())
+    print(f"int8 vs fp32 unet: max rel error {rel:.2e}")
+    assert np.isfinite(quantized).all() and rel < 0.1
