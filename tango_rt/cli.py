@@ -77,6 +77,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmarks.bench import main as bench_main
+
+    return bench_main(args)
+
+
 def _backend_options(args: argparse.Namespace) -> dict:
     options = {"precision": args.precision}
     if getattr(args, "providers", None):
@@ -124,6 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clips per denoising call (prompts x samples) the graphs are declared for")
     exp.add_argument("--opset", type=int, default=17)
     exp.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+
+    bench = sub.add_parser("bench", help="per-stage latency, RTF and memory of several backends in one run")
+    bench.add_argument("--model", default=None, help="checkpoint, exported folder (default declare-lab/tango2)")
+    bench.add_argument("--random-weights", choices=["full", "tiny"], default=None,
+                       help="the Tango architecture with random weights (timing needs no trained weights)")
+    bench.add_argument("--backends", default="torch,onnxruntime",
+                       help="variants, comma-separated: torch, torch:fp16, onnxruntime, onnxruntime:fp16, "
+                       "onnxruntime:int8, tensorrt")
+    bench.add_argument("--batch", default="1", help="batch sizes, comma-separated (throughput vs batch)")
+    bench.add_argument("--steps", type=int, default=10)
+    bench.add_argument("--scheduler", default="ddim")
+    bench.add_argument("--warmup", type=int, default=1)
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--device", default=None)
+    bench.add_argument("--work", default=str(Path.home() / ".cache" / "tango-rt" / "bench"),
+                       help="where exports for the ONNX / TensorRT variants are cached")
+    bench.add_argument("--out", default="bench_results", help="writes results.json, results.md, chart.png")
 
     info = sub.add_parser("info", help="components, parameter counts and configs of a model")
     info.add_argument("--model", default=DEFAULT_MODEL)

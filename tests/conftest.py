@@ -57,3 +57,12 @@ def fixture_copy(tmp_path: Path) -> Path:
     for path in target.rglob("*"):
         path.chmod(0o644 if path.is_file() else 0o755)
     return target
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory) -> Path:
+    """The fixture exported to ONNX (fp32) once per session."""
+    pytest.importorskip("onnx")
+    from tango_rt.export.onnx_export import export_onnx
+
+    return export_onnx(str(FIXTURE), tmp_path_factory.mktemp("export") / "tiny-onnx")

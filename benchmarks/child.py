@@ -1,0 +1,82 @@
+"""One bench variant in its own process: load, warm up, measure; print one JSON line on stdout."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+from ..runtime.tango import Tango
+from .instrument import STAGES, Recorder, instrument
+from .stats import summarize
+
+
+def _gpu_memory() -> dict | None:
+    """torch's allocator peak, when this variant runs torch on CUDA (never imports torch itself)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return {"peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "peak_reserved_mb": torch.cuda.max_memory_reserved() / 2**20}
+
+
+def measure(job: dict) -> dict:
+    config, variant = job["config"], job["variant"]
+    started = time.perf_counter()
+    tango = Tango(job["model"], device=config["device"], backend=variant["backend"], **job["options"])
+    load_s = time.perf_counter() - started
+    recorder = Recorder()
+    instrument(tango.pipeline, recorder)
+    audio_s = tango.pipeline.config.num_samples(tango.pipeline.config.mel_frames()) / tango.sample_rate
+    batches = {}
+    for batch in config["batches"]:
+        prompts = [config["prompt"]] * batch
+
+        def generate(seed: int, prompts=prompts, batch=batch) -> None:
+            tango.generate_for_batch(prompts, steps=config["steps"], guidance=config["guidance"],
+                                     batch_size=batch, scheduler=config["scheduler"], seed=seed)
+            recorder.end_generation()
+
+        for seed in range(config["warmup"]):
+            generate(seed)
+        recorder.reset()
+        end_to_end = []
+        for seed in range(config["repeat"]):
+            t0 = time.perf_counter()
+            generate(seed)
+            end_to_end.append(time.perf_counter() - t0)
+            print(f"  {variant['name']} batch {batch}: run {seed + 1}/{config['repeat']} "
+                  f"{end_to_end[-1]:.2f} s", file=sys.stderr, flush=True)
+        e2e = summarize(end_to_end)
+        batches[str(batch)] = {
+            "stages": {stage: summarize(recorder.calls.get(stage, [])) for stage in STAGES},
+            "per_generation": {stage: summarize(recorder.per_generation[stage]) for stage in STAGES},
+            "end_to_end": e2e,
+            "rtf": batch * audio_s / e2e["median"],
+            "throughput_clips_per_s": batch / e2e["median"],
+        }
+    return {
+        "variant": variant,
+        "label": f"{variant['backend']} {variant['precision']}",
+        "model": job["model"],
+        "providers_or_device": _device(tango),
+        "load_s": load_s,
+        "audio_seconds_per_clip": audio_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gpu_memory": _gpu_memory(),
+        "torch_imported": "torch" in sys.modules,
+        "batches": batches,
+    }
+
+
+def _device(tango: Tango) -> str:
+    component = tango.pipeline.components["unet"]
+    target = getattr(component, "_target", component)
+    if hasattr(target, "session"):
+        return ",".join(target.session.get_providers())
+    return str(getattr(target, "device", "?"))
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(json.loads(sys.argv[1]))))

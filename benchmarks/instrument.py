@@ -1,0 +1,62 @@
+"""Per-stage timing inside a real generation: proxies around the tokenizer and the four components."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from ..runtime.pipeline import TangoPipeline
+from ..runtime.specs import COMPONENTS, UNET
+
+STAGES = ("tokenize", "text_encoder", "unet_step", "vae_decoder", "vocoder")
+
+
+class Recorder:
+    """Per-call durations per stage, and per-generation totals (a generation calls the UNet once per step)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[float]] = defaultdict(list)
+        self.per_generation: dict[str, list[float]] = defaultdict(list)
+        self._current: dict[str, float] = defaultdict(float)
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.calls[stage].append(seconds)
+        self._current[stage] += seconds
+
+    def end_generation(self) -> None:
+        for stage in STAGES:
+            self.per_generation[stage].append(self._current.get(stage, 0.0))
+        self._current.clear()
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.per_generation.clear()
+        self._current.clear()
+
+
+class Timed:
+    """Times each call of `target` into `recorder` under `stage`; other attributes pass through."""
+
+    def __init__(self, target: Callable[..., Any], recorder: Recorder, stage: str):
+        self._target, self._recorder, self._stage = target, recorder, stage
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._target(*args, **kwargs)
+        finally:
+            self._recorder.record(self._stage, time.perf_counter() - started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+def instrument(pipeline: TangoPipeline, recorder: Recorder) -> None:
+    """Wrap the pipeline's tokenizer and components in place. Components return host arrays, so a GPU stage's
+    time includes its synchronisation: these are wall-clock latencies as the loop sees them."""
+    pipeline.tokenizer = Timed(pipeline.tokenizer, recorder, "tokenize")
+    for name in COMPONENTS:
+        stage = "unet_step" if name == UNET else name
+        pipeline.components[name] = Timed(pipeline.components[name], recorder, stage)

@@ -1,0 +1,87 @@
+"""Bench results as a terminal/markdown table, results.json and a per-stage chart (chart.png)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .instrument import STAGES
+
+
+def _fmt(value: float | None, unit: str = "s") -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if unit == "x" else f"{value:.3f}"
+
+
+def table(result: dict) -> str:
+    """One row per variant and batch size: per-generation stage medians, end-to-end, RTF, memory, speed-ups."""
+    config = result["config"]
+    lines = [
+        f"tango-rt bench: {config['model']}, {config['steps']} {config['scheduler']} steps, "
+        f"guidance {config['guidance']}, warm-up {config['warmup']}, repeat {config['repeat']}",
+        f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores); "
+        f"GPUs: {', '.join(result['machine']['gpus']) or 'none'}",
+        "",
+        "| variant | batch | load s | tokenize s | text enc s | UNet step s (median / p95) | VAE s | vocoder s "
+        "| end-to-end s | RTF | clips/s | peak RSS MB | GPU peak MB | speed-up e2e | speed-up UNet step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    speedups = result.get("speedup_vs_torch", {})
+    for name, v in result["variants"].items():
+        if "error" in v:
+            lines.append(f"| {name} | - | {v['error']} |")
+            continue
+        gpu = (v.get("gpu_memory") or {}).get("peak_allocated_mb")
+        for batch, run in v["batches"].items():
+            gen, step = run["per_generation"], run["stages"]["unet_step"]
+            ratio = speedups.get(name, {}).get(batch, {})
+            lines.append(
+                f"| {name} | {batch} | {v['load_s']:.1f} | {_fmt(gen['tokenize'].get('median'))} | "
+                f"{_fmt(gen['text_encoder'].get('median'))} | {_fmt(step.get('median'))} / {_fmt(step.get('p95'))} | "
+                f"{_fmt(gen['vae_decoder'].get('median'))} | {_fmt(gen['vocoder'].get('median'))} | "
+                f"{_fmt(run['end_to_end']['median'])} | {run['rtf']:.3f} | {run['throughput_clips_per_s']:.3f} | "
+                f"{v['peak_rss_mb']:.0f} | {'-' if gpu is None else f'{gpu:.0f}'} | "
+                f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} |"
+            )
+    lines += ["", "Stage times are medians per generation (the UNet column is per step); RTF = seconds of audio "
+              "per second of compute; speed-ups are against the torch variant of this run."]
+    return "\n".join(lines)
+
+
+def chart(result: dict, path: Path) -> Path | None:
+    """Stacked bars: where one generation's time goes, per variant (first batch size)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = [n for n, v in result["variants"].items() if "error" not in v]
+    if not names:
+        return None
+    batch = str(result["config"]["batches"][0])
+    figure, axes = plt.subplots(figsize=(10, 1.4 + 0.6 * len(names)))
+    left = [0.0] * len(names)
+    for stage in STAGES:
+        widths = [result["variants"][n]["batches"][batch]["per_generation"][stage].get("median", 0) for n in names]
+        axes.barh(names, widths, left=left, label="unet (all steps)" if stage == "unet_step" else stage)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    axes.set_xlabel(f"seconds per generation (batch {batch}, {result['config']['steps']} steps, median)")
+    axes.set_title(f"tango-rt per-stage latency: {result['config']['model']}")
+    axes.invert_yaxis()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_reports(result: dict, out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    text = table(result)
+    (out / "results.md").write_text(f"# Benchmark results\n\nCommand: `{result['command']}`\n\n{text}\n")
+    chart(result, out / "chart.png")
+    return text

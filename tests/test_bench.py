@@ -1,0 +1,70 @@
+"""`tango-rt bench`: statistics on known inputs, and a real run on the tiny fixture producing every output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tango_rt.benchmarks.instrument import STAGES
+from tango_rt.benchmarks.stats import percentile, speedup, summarize
+from tango_rt.runtime.errors import InputError
+
+
+def test_summary_statistics_on_known_inputs():
+    s = summarize([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (s["n"], s["mean"], s["median"], s["min"], s["max"]) == (5, 3.0, 3.0, 1.0, 5.0)
+    assert s["p95"] == pytest.approx(4.8)  # numpy's linear interpolation: 1 + 0.95 * 4 -> between 4 and 5
+    assert s["stdev"] == pytest.approx(1.5811388300841898)
+    assert percentile([10.0], 95) == 10.0 and percentile([1.0, 2.0], 50) == 1.5
+    assert summarize([]) == {"samples": [], "n": 0}
+    assert speedup(summarize([2.0, 2.0]), summarize([1.0])) == 2.0
+    assert speedup(summarize([]), summarize([1.0])) is None
+
+
+def test_percentile_matches_numpy():
+    np = pytest.importorskip("numpy")
+    values = list(np.random.default_rng(0).random(37))
+    for q in (0, 5, 50, 90, 95, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_unknown_variant_is_an_input_error():
+    from tango_rt.benchmarks.bench import Variant
+
+    with pytest.raises(InputError, match="unknown bench variant 'torch:int4'"):
+        Variant.parse("torch:int4")
+
+
+def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
+    """torch and onnxruntime from the exported tiny model, one process each: JSON with every field, the table,
+    the chart, and no torch in the lean variant's process."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("psutil")
+    from tango_rt.cli import main
+
+    out = tmp_path / "bench"
+    code = main(["bench", "--model", str(onnx_dir), "--backends", "torch,onnxruntime", "--steps", "1",
+                 "--batch", "1,2", "--warmup", "0", "--repeat", "2", "--device", "cpu", "--out", str(out),
+                 "--work", str(tmp_path / "work")])
+    assert code == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["schema_version"] == 1 and result["machine"]["cores"] >= 1
+    assert {"cpu", "gpus", "versions", "git_revision"} <= set(result["machine"])
+    for name in ("torch", "onnxruntime"):
+        variant = result["variants"][name]
+        assert variant["load_s"] > 0 and variant["peak_rss_mb"] > 0
+        assert variant["torch_imported"] is (name == "torch")
+        for batch in ("1", "2"):
+            run = variant["batches"][batch]
+            assert set(run["stages"]) == set(STAGES) == set(run["per_generation"])
+            assert run["stages"]["unet_step"]["n"] == 2  # 1 step x 2 repeats
+            assert run["per_generation"]["tokenize"]["n"] == 2
+            for key in ("mean", "median", "p95", "samples"):
+                assert key in run["end_to_end"] and key in run["stages"]["vocoder"]
+            assert run["rtf"] > 0 and run["throughput_clips_per_s"] > 0
+    assert set(result["speedup_vs_torch"]["onnxruntime"]["1"]) >= {"end_to_end", "unet_step", "vocoder"}
+    assert result["speedup_vs_torch"]["torch"]["1"]["end_to_end"] == 1.0
+    assert (out / "chart.png").stat().st_size > 1000
+    assert "| onnxruntime | 2 |" in (out / "results.md").read_text()
+    assert "speed-up" in capsys.readouterr().out
