@@ -58,21 +58,16 @@ class BenchConfig:
     prompt: str = PROMPT
 
 
-def _onnx_folder(source: str, precision: str, work: Path) -> Path:
+def onnx_folder(source: str, precision: str, work: Path) -> Path:
     """An ONNX export of `source` at `precision`: the source itself when it is one, else a cached export."""
-    from ..export.onnx_export import export_onnx
+    from ..export.onnx_export import reuse_or_export
 
     if is_artifact(source):
-        if open_artifact(source).manifest.get("precision") != precision:
-            raise InputError(f"{source} is a {open_artifact(source).manifest.get('precision')} export; "
-                             f"variant onnxruntime:{precision} needs a {precision} one")
+        have = open_artifact(source).manifest.get("precision")
+        if have != precision:
+            raise InputError(f"{source} is a {have} export; this variant needs a {precision} one")
         return Path(source)
-    folder = work / f"{source.replace('/', '_').replace(':', '-')}-{precision}"
-    if is_artifact(folder):
-        manifest = open_artifact(folder).manifest
-        if manifest["source"]["model"] in (source, str(Path(source).resolve())) and manifest["precision"] == precision:
-            return folder
-    return export_onnx(source, folder, precision=precision, force=True)
+    return reuse_or_export(source, work / f"{source.replace('/', '_').replace(':', '-')}-{precision}", precision)
 
 
 def prepare(config: BenchConfig, work: Path) -> dict[str, dict]:
@@ -82,11 +77,12 @@ def prepare(config: BenchConfig, work: Path) -> dict[str, dict]:
         if variant.backend == "torch":
             model, options = config.model, {"precision": variant.precision}
         elif variant.backend == "onnxruntime":
-            model, options = str(_onnx_folder(config.model, variant.precision, work)), {}
+            model, options = str(onnx_folder(config.model, variant.precision, work)), {}
         else:
-            from ..engines.build import engine_folder
+            from ..engines.build import reuse_or_build
 
-            model, options = str(engine_folder(config.model, variant.precision, work)), {}
+            onnx = onnx_folder(config.model, variant.precision, work)
+            model, options = str(reuse_or_build(onnx, onnx.parent / f"{onnx.name}-engines")), {}
         jobs[variant.name] = {"variant": asdict(variant), "model": model, "options": options,
                               "config": asdict(config)}
     return jobs

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..export.onnx_export import reuse_or_export
 from ..runtime.artifacts import open_artifact
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.specs import UNET, component_specs
@@ -29,18 +30,6 @@ from .stats import speedup, summarize
 
 MODEL = "random:full"
 DIMS = {"cfg_batch": 2, "text_len": 32, "latent_frames": 256}
-
-
-def ensure_export(folder: Path, precision: str) -> Path:
-    """Reuse an export of the random-weight UNet when its manifest matches, else export it (about 1 minute)."""
-    from ..export.onnx_export import export_onnx
-
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        if data["source"]["model"] == MODEL and data["precision"] == precision:
-            return folder
-    return export_onnx(MODEL, folder, precision=precision, force=True, components=[UNET])
 
 
 def ort_profile(path: Path, feeds: dict, threads: int) -> dict[str, float]:
@@ -116,8 +105,8 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     checkpoint = load_checkpoint(MODEL)
     config = checkpoint.pipeline_config()
     feeds = component_specs(config)[UNET].sample_inputs(DIMS, config)
-    folders = {"onnxruntime fp32": ensure_export(work / "fp32", "fp32"),
-               "onnxruntime int8 (separate option)": ensure_export(work / "int8", "int8")}
+    folders = {"onnxruntime fp32": reuse_or_export(MODEL, work / "fp32", "fp32", [UNET]),
+               "onnxruntime int8 (separate option)": reuse_or_export(MODEL, work / "int8", "int8", [UNET])}
     variants = {"torch eager fp32": torch_backend.load_components(checkpoint, [UNET], device="cpu")[UNET]}
     for label, folder in folders.items():
         variants[label] = ort_backend.load_components(open_artifact(folder), [UNET], threads=threads)[UNET]

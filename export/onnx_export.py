@@ -24,6 +24,7 @@ from ..runtime.artifacts import (
     file_entry,
     library_versions,
     now_utc,
+    prepare_output_folder,
 )
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.errors import ArtifactError
@@ -39,14 +40,6 @@ EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise ArtifactError(f"{out} exists and is not empty; pass --force to overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -181,7 +174,7 @@ def export_onnx(
     config = checkpoint.pipeline_config()
     specs = component_specs(config)
     profile = profile or ShapeProfile()
-    _prepare_out(out, force)
+    prepare_output_folder(out, force)
     _log(f"exporting {model} to {out} ({precision}, opset {opset})")
     builder = ModelBuilder(checkpoint)
     entries = {}
@@ -210,6 +203,22 @@ def export_onnx(
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _log(f"wrote {out / MANIFEST}")
     return out
+
+
+def reuse_or_export(
+    model: str, folder: str | Path, precision: str = "fp32", components: Iterable[str] = COMPONENTS
+) -> Path:
+    """`folder` when it already holds an export of `model` at `precision` with these components, else a fresh
+    export there: benchmarks and engine builds cache their exports with this."""
+    from ..runtime.artifacts import is_artifact, open_artifact
+
+    folder, names = Path(folder), set(components)
+    if is_artifact(folder):
+        manifest = open_artifact(folder).manifest
+        same = manifest["source"]["model"] == _source_reference(model) and manifest["precision"] == precision
+        if same and names <= set(manifest["components"]):
+            return folder
+    return export_onnx(model, folder, precision=precision, force=True, components=sorted(names, key=COMPONENTS.index))
 
 
 def _source_reference(model: str) -> str:

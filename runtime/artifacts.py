@@ -14,6 +14,7 @@ import datetime as _dt
 import hashlib
 import json
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,15 @@ def library_versions(*names: str) -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             versions[name] = version(name)
     return versions
+
+
+def prepare_output_folder(out: Path, force: bool) -> None:
+    """An empty folder to write an artifact into; an existing non-empty one only with force."""
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise ArtifactError(f"{out} exists and is not empty; pass --force to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def is_artifact(model: str | Path) -> bool:

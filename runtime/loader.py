@@ -93,7 +93,8 @@ def load_pipeline(
         raise BackendError(f"option(s) {sorted(unused)} do not apply to backend(s) {sorted(set(backends.values()))}")
     components[UNET].check_finite = debug_enabled()  # every step in debug mode; final latents always
     if artifact:
-        return TangoPipeline(components, artifact.tokenizer(), artifact.pipeline_config, artifact.scheduler_config)
+        return TangoPipeline(components, artifact.tokenizer(), artifact.pipeline_config, artifact.scheduler_config,
+                             min_text_len=artifact.ranges["text_len"].min)
     assert checkpoint is not None
     return TangoPipeline(
         components, checkpoint.tokenizer(), checkpoint.pipeline_config(), checkpoint.scheduler_config

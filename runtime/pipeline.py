@@ -41,15 +41,17 @@ class TangoPipeline:
         tokenizer: PromptTokenizer,
         config: PipelineConfig,
         scheduler_config: dict,
+        min_text_len: int = 1,
     ):
         self.components = dict(components)
         self.tokenizer = tokenizer
         self.config = config
         self.scheduler_config = scheduler_config
+        self.min_text_len = min_text_len  # engines built for a fixed text length get prompts padded up to it
 
     def encode_text(self, prompts: Sequence[str], samples: int, guided: bool) -> TextConditioning:
         """T5 embeddings; under CFG the "" prompt is padded to the prompts' length and goes first."""
-        ids, mask = self.tokenizer(prompts)
+        ids, mask = self.tokenizer(prompts, min_length=self.min_text_len)
         if guided:
             uncond_ids, uncond_mask = self.tokenizer([""] * len(prompts), length=ids.shape[1])
             ids, mask = np.concatenate([uncond_ids, ids]), np.concatenate([uncond_mask, mask])

@@ -51,12 +51,15 @@ class PromptTokenizer:
         pad = pad.get("content", "<pad>") if isinstance(pad, dict) else pad
         return cls(folder / "tokenizer.json", max_length=max_length, pad_token=pad)
 
-    def __call__(self, prompts: Sequence[str], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Tokenize; pad to the longest prompt, or truncate and pad to exactly `length` when given."""
+    def __call__(
+        self, prompts: Sequence[str], length: int | None = None, min_length: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tokenize; pad to the longest prompt (at least `min_length`, for engines with a fixed text length), or
+        truncate and pad to exactly `length` when given."""
         limit = self.max_length if length is None else length
         self._tokenizer.enable_truncation(max_length=limit)
         encodings = self._tokenizer.encode_batch(list(prompts))
-        width = length if length is not None else max(len(e.ids) for e in encodings)
+        width = length if length is not None else max(min_length, *(len(e.ids) for e in encodings))
         ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
         for row, encoding in enumerate(encodings):

@@ -78,6 +78,32 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_build(args: argparse.Namespace) -> int:
+    from .engines.build import build_engines
+
+    static = None
+    if args.static:
+        static = {"batch": args.batch, "text_len": args.text_len, "latent_frames": args.latent_frames}
+    out = build_engines(args.onnx, args.out, static=static, timing_cache=args.timing_cache,
+                        optimization_level=args.opt_level, workspace_gb=args.workspace_gb, force=args.force)
+    print(out)
+    return 0
+
+
+@command
+def cmd_check(args: argparse.Namespace) -> int:
+    from .export.check import check_model, format_rows
+
+    rows = check_model(args.model, backend=args.backend, device=args.device, **_backend_options(args))
+    print(format_rows(rows))
+    failed = [f"{r.component} ({r.shape})" for r in rows if not r.passed]
+    if failed:
+        print(f"tango-rt: check failed for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@command
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks.bench import main as bench_main
 
@@ -90,6 +116,8 @@ def _backend_options(args: argparse.Namespace) -> dict:
         options["providers"] = args.providers.split(",")
     if getattr(args, "threads", None):
         options["threads"] = args.threads
+    if getattr(args, "cuda_graph", False):
+        options["cuda_graph"] = True
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -103,6 +131,8 @@ def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="torch precision (default fp32)")
     parser.add_argument("--providers", default=None, help="onnxruntime execution providers, comma-separated")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--cuda-graph", action="store_true", help="replay the UNet from CUDA graphs (torch on "
+                        "CUDA; tensorrt with --static engines)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clips per denoising call (prompts x samples) the graphs are declared for")
     exp.add_argument("--opset", type=int, default=17)
     exp.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+
+    build = sub.add_parser("build", help="build TensorRT engines from an exported ONNX folder (needs a GPU)")
+    build.add_argument("--onnx", required=True, help="folder written by `tango-rt export` (fp16 recommended)")
+    build.add_argument("--out", required=True, help="engine folder to write")
+    build.add_argument("--static", action="store_true", help="one fixed shape per engine (enables CUDA graphs)")
+    build.add_argument("--batch", type=int, default=1, help="--static: clips per call")
+    build.add_argument("--text-len", type=int, default=64, help="--static: text tokens (prompts are padded to it)")
+    build.add_argument("--latent-frames", type=int, default=None, help="--static: latent frames (default 256)")
+    build.add_argument("--timing-cache", default=None, help="timing cache file (default OUT/timing.cache)")
+    build.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level 0-5")
+    build.add_argument("--workspace-gb", type=float, default=None, help="cap the builder's workspace")
+    build.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+
+    check = sub.add_parser("check", help="compare each component with the FP32 torch reference (error, SNR)")
+    _add_runtime_args(check)
+    check.set_defaults(backend=None)
 
     bench = sub.add_parser("bench", help="per-stage latency, RTF and memory of several backends in one run")
     bench.add_argument("--model", default=None, help="checkpoint, exported folder (default declare-lab/tango2)")

@@ -66,3 +66,12 @@ def onnx_dir(tmp_path_factory) -> Path:
     from tango_rt.export.onnx_export import export_onnx
 
     return export_onnx(str(FIXTURE), tmp_path_factory.mktemp("export") / "tiny-onnx")
+
+
+@pytest.fixture(scope="session")
+def onnx_fp16_dir(tmp_path_factory) -> Path:
+    """The fixture exported with the FP16 precision policy, once per session."""
+    pytest.importorskip("onnx")
+    from tango_rt.export.onnx_export import export_onnx
+
+    return export_onnx(str(FIXTURE), tmp_path_factory.mktemp("export16") / "tiny-onnx-fp16", precision="fp16")

@@ -34,13 +34,6 @@ TOL_ORT = {"rtol": 1e-4, "atol": 5e-5}
 
 
 @pytest.fixture(scope="session")
-def onnx_fp16_dir(tmp_path_factory) -> Path:
-    from tango_rt.export.onnx_export import export_onnx
-
-    return export_onnx(str(FIXTURE), tmp_path_factory.mktemp("export16") / "tiny-onnx-fp16", precision="fp16")
-
-
-@pytest.fixture(scope="session")
 def ort_tango(onnx_dir):
     from tango_rt import Tango
 

@@ -1,0 +1,196 @@
+"""`tango-rt build`: one TensorRT engine per component from an exported ONNX folder.
+
+Precision comes from the ONNX graphs: TensorRT 11 builds strongly typed networks only (its FP16 builder flag
+is gone), and on TensorRT 10 we ask for strong typing too, so an FP16 export (`tango-rt export --precision
+fp16`, with the precision policy's FP32 islands) gives FP16 engines that keep T5, the UNet's attention
+scores and timestep embedding, and the VAE's mid-block attention in FP32, exactly as the graph says.
+Optimization profiles come from the folder's declared shape ranges, or one fixed shape with --static (what
+CUDA graphs need). A timing cache makes rebuilds fast.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..runtime.artifacts import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    SCHEDULER_FILE,
+    TOKENIZER_DIR,
+    file_entry,
+    is_artifact,
+    now_utc,
+    open_artifact,
+    prepare_output_folder,
+)
+from ..runtime.errors import ArtifactError, BackendError
+from ..runtime.specs import COMPONENTS, DimRange, component_specs
+from .profiles import profile_shapes, static_ranges
+
+BUILDABLE_PRECISIONS = ("fp32", "fp16")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _progress_monitor(trt: Any, component: str) -> Any:
+    """TensorRT's IProgressMonitor, printing each build phase (builds take minutes)."""
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.depth: dict[str, int] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.depth[phase_name] = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+            if self.depth[phase_name] <= 1:
+                _log(f"  {component}: {'  ' * self.depth[phase_name]}{phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True  # never cancel
+
+        def phase_finish(self, phase_name: str) -> None:
+            self.depth.pop(phase_name, None)
+
+    return Monitor()
+
+
+def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> Any:
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # ignored (always on) in TensorRT 11
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if hasattr(trt, "OnnxParserFlag") and hasattr(trt.OnnxParserFlag, "NATIVE_INSTANCENORM"):
+        parser.set_flag(trt.OnnxParserFlag.NATIVE_INSTANCENORM)  # GroupNorm arrives as InstanceNormalization
+    if not parser.parse_from_file(str(onnx_path)):  # by path: external data files resolve next to the graph
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ArtifactError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors}")
+    return network, parser
+
+
+def build_engine(trt, builder, logger, onnx_path: Path, shapes: dict, cache, optimization_level: int,
+                 workspace_gb: float | None, component: str) -> bytes:
+    """Serialized engine of one graph with one optimization profile."""
+    network, _parser = _parse(trt, builder, logger, onnx_path)
+    config = builder.create_builder_config()
+    config.set_timing_cache(cache, False)
+    config.builder_optimization_level = optimization_level
+    if hasattr(config, "progress_monitor"):
+        config.progress_monitor = _progress_monitor(trt, component)
+    if workspace_gb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
+    profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in shapes.items():
+        profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BackendError(f"TensorRT failed to build {component} from {onnx_path}; see the TensorRT log above")
+    return bytes(plan)
+
+
+def engine_manifest(onnx_manifest: dict, onnx_folder: Path, ranges: dict[str, DimRange], entries: dict,
+                    environment: dict, static: dict | None, optimization_level: int) -> dict:
+    """The engine folder's manifest: the ONNX folder's facts plus what TensorRT needs to refuse a mismatch."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tango_rt_version": __version__,
+        "created": now_utc(),
+        "source": onnx_manifest["source"],
+        "pipeline": onnx_manifest["pipeline"],
+        "shape_ranges": {k: v.to_list() for k, v in ranges.items()},
+        "precision": onnx_manifest["precision"],
+        "tensorrt": {**environment, "static": static, "optimization_level": optimization_level},
+        "built_from": {
+            "folder": str(onnx_folder.resolve()),
+            "onnx_sha256": {name: onnx_manifest["components"][name]["sha256"] for name in entries},
+        },
+        "components": entries,
+    }
+
+
+def build_engines(
+    onnx: str | Path,
+    out: str | Path,
+    components: Iterable[str] = COMPONENTS,
+    static: dict | None = None,
+    timing_cache: str | Path | None = None,
+    optimization_level: int = 3,
+    workspace_gb: float | None = None,
+    force: bool = False,
+) -> Path:
+    """Build engines for `components` of the ONNX folder `onnx` into `out`; returns `out`.
+
+    static: {"batch": B, "text_len": L, "latent_frames": F} for fixed-shape engines, else the declared ranges.
+    """
+    import json
+
+    from ..runtime.backends.cuda_runtime import CudaRuntime
+    from ..runtime.backends.trt_backend import _import_tensorrt, current_environment
+
+    onnx, out = Path(onnx), Path(out)
+    artifact = open_artifact(onnx)
+    if artifact.manifest["precision"] not in BUILDABLE_PRECISIONS:
+        raise ArtifactError(f"{onnx} is a {artifact.manifest['precision']} export; TensorRT engines are built from "
+                            "fp16 (recommended) or fp32 exports: tango-rt export --precision fp16")
+    trt = _import_tensorrt()
+    environment = current_environment(trt, CudaRuntime(0))
+    config = artifact.pipeline_config
+    ranges = static_ranges(config, **static) if static else artifact.ranges
+    specs = component_specs(config)
+    names = list(components)
+    prepare_output_folder(out, force)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    cache_path = Path(timing_cache) if timing_cache else out / "timing.cache"
+    seed = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = builder.create_builder_config().create_timing_cache(seed)
+    entries = {}
+    for index, name in enumerate(names, 1):
+        started = time.perf_counter()
+        _log(f"[{index}/{len(names)}] {name}: building {artifact.component(name, 'onnx')['precision']} engine ...")
+        shapes = profile_shapes(specs[name], ranges)
+        plan = build_engine(trt, builder, logger, artifact.files(name, "onnx")[0], shapes, cache,
+                            optimization_level, workspace_gb, name)
+        (out / f"{name}.plan").write_bytes(plan)
+        entries[name] = {
+            "format": "tensorrt",
+            **file_entry(out, f"{name}.plan"),
+            "precision": artifact.component(name, "onnx")["precision"],
+            "inputs": [t.to_dict() for t in specs[name].inputs],
+            "outputs": [t.to_dict() for t in specs[name].outputs],
+            "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
+            "build_s": round(time.perf_counter() - started, 1),
+        }
+        _log(f"[{index}/{len(names)}] {name}: done in {entries[name]['build_s']} s")
+    cache_path.write_bytes(bytes(cache.serialize()))
+    shutil.copytree(onnx / TOKENIZER_DIR, out / TOKENIZER_DIR)
+    shutil.copy2(onnx / SCHEDULER_FILE, out / SCHEDULER_FILE)
+    manifest = engine_manifest(artifact.manifest, onnx, ranges, entries, environment, static, optimization_level)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    _log(f"wrote {out / MANIFEST}")
+    return out
+
+
+def reuse_or_build(onnx: Path, out: Path, **options: Any) -> Path:
+    """`out` when it holds engines built from these ONNX files on this TensorRT and GPU, else a fresh build."""
+    from ..runtime.backends.cuda_runtime import CudaRuntime
+    from ..runtime.backends.trt_backend import _import_tensorrt, current_environment
+
+    if is_artifact(out):
+        manifest = open_artifact(out).manifest
+        source = open_artifact(onnx).manifest["components"]
+        built = manifest.get("built_from", {}).get("onnx_sha256", {})
+        here = current_environment(_import_tensorrt(), CudaRuntime(0))
+        same_env = {k: manifest.get("tensorrt", {}).get(k) for k in here} == here
+        if same_env and built and all(source[n]["sha256"] == digest for n, digest in built.items()):
+            return out
+    return build_engines(onnx, out, force=True, **options)

@@ -1,0 +1,96 @@
+"""`tango-rt check` on CPU-runnable artifacts (ONNX Runtime fp32 / fp16 / int8), including a broken one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURE
+from tango_rt.export.check import THRESHOLDS, check_model, compare
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("torch")
+
+
+def test_metrics_on_known_inputs():
+    ref = np.array([1.0, -1.0, 2.0, 0.0], dtype=np.float32)
+    same = compare(ref, ref)
+    assert same["snr_db"] == float("inf") and same["cosine"] == pytest.approx(1.0) and same["max_abs"] == 0
+    noisy = compare(ref + np.array([0.1, 0, 0, 0], np.float32), ref)
+    assert noisy["snr_db"] == pytest.approx(10 * np.log10(6 / 0.01), rel=1e-5)
+    assert noisy["max_abs"] == pytest.approx(0.1) and noisy["max_rel"] == pytest.approx(0.05)
+    assert compare(np.array([np.nan, 1, 1, 1], np.float32), ref)["finite"] is False
+
+
+def test_fp32_export_passes(onnx_dir):
+    rows = check_model(str(onnx_dir))
+    assert {r.component for r in rows} == {"text_encoder", "unet", "vae_decoder", "vocoder"}
+    assert all(r.passed and r.backend == "onnxruntime" for r in rows), rows
+    assert min(r.snr_db for r in rows) > THRESHOLDS["fp32"][1]
+
+
+def test_fp16_export_passes_its_thresholds(onnx_fp16_dir):
+    rows = check_model(str(onnx_fp16_dir))
+    assert all(r.passed for r in rows), [(r.component, r.snr_db, r.cosine) for r in rows]
+    unet = [r for r in rows if r.component == "unet"]
+    assert all(r.precision == "fp16" and r.snr_db < 80 for r in unet)  # really fp16: not bit-exact
+
+
+def test_a_corrupted_graph_fails(onnx_dir, tmp_path):
+    """Scale one UNet weight: the graph still loads and runs, and check must say FAIL."""
+    from onnx import numpy_helper
+
+    from tango_rt.runtime.artifacts import file_entry
+
+    folder = tmp_path / "broken"
+    shutil.copytree(onnx_dir, folder)
+    model = onnx.load(str(folder / "unet.onnx"))
+    weight = next(t for t in model.graph.initializer if t.name.endswith("conv_out.weight"))
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 3, weight.name))
+    onnx.save(model, str(folder / "unet.onnx"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["components"]["unet"].update(file_entry(folder, "unet.onnx"))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rows = check_model(str(folder))
+    assert not any(r.passed for r in rows if r.component == "unet")
+    assert all(r.passed for r in rows if r.component != "unet")
+
+
+def test_cli_check_exit_codes(onnx_dir, capsys):
+    from tango_rt.cli import main
+
+    assert main(["check", "--model", str(onnx_dir)]) == 0
+    assert "| unet | onnxruntime | fp32 |" in capsys.readouterr().out
+
+
+def test_torch_upcast_keeps_an_fp32_island_in_a_reduced_precision_network(golden):
+    """The hook mechanics of the GPU FP16 path, exercised on CPU with bfloat16."""
+    import torch
+
+    from tango_rt.runtime.backends.torch_backend import upcast
+    from tango_rt.runtime.backends.torch_models import ModelBuilder
+    from tango_rt.runtime.checkpoint import load_checkpoint
+
+    vae = ModelBuilder(load_checkpoint(str(FIXTURE))).build(["vae_decoder"])["vae_decoder"].to(torch.bfloat16)
+    attention = vae.vae.decoder.mid_block.attentions[0]
+    upcast(attention)
+    upcast(attention)  # idempotent
+    assert attention.to_q.weight.dtype == torch.float32
+    with torch.inference_mode():
+        mel = vae(torch.from_numpy(golden["ddim_final_latents"][:1]).to(torch.bfloat16))
+    assert mel.dtype == torch.bfloat16
+    np.testing.assert_allclose(mel.float().numpy(), golden["vae_mel"][:1], atol=0.25)
+
+
+def test_gpu_check_smoke_on_cpu(tmp_path, capsys):
+    from tango_rt.benchmarks import gpu_check
+
+    assert gpu_check.main(["--size", "tiny", "--device", "cpu", "--steps", "1", "--repeat", "1",
+                           "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["variants"]["torch fp32"]["unet_step"]["n"] == 1
+    assert result["variants"]["torch fp16"] == {"skipped": "needs a CUDA GPU"}
+    assert "| torch fp32 |" in capsys.readouterr().out

@@ -1,0 +1,352 @@
+"""Everything of the TensorRT path that needs no GPU: profiles, buffer plans, engine manifests, compatibility
+checks, and the backend's copy / shape / enqueue / CUDA-graph logic against a host-memory stand-in for CUDA
+and TensorRT. The real thing runs in tests/test_tensorrt_gpu.py where TensorRT and a GPU exist."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURE
+from tango_rt.engines.build import engine_manifest
+from tango_rt.engines.profiles import profile_shapes, static_ranges
+from tango_rt.runtime.backends import trt_backend
+from tango_rt.runtime.backends.trt_backend import TrtComponent, plan_buffers
+from tango_rt.runtime.backends.trt_compat import check_environment, check_onnx_source, rebuild_command
+from tango_rt.runtime.checkpoint import load_checkpoint
+from tango_rt.runtime.errors import ArtifactError, BackendError, InputError
+from tango_rt.runtime.specs import ShapeProfile, component_specs
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_checkpoint(str(FIXTURE)).pipeline_config()
+
+
+@pytest.fixture(scope="module")
+def specs(config):
+    return component_specs(config)
+
+
+def test_dynamic_profiles_cover_the_declared_ranges(config, specs):
+    ranges = ShapeProfile(max_batch=4).ranges(config)
+    unet = profile_shapes(specs["unet"], ranges)
+    assert unet["sample"] == ((1, 8, 8, 16), (2, 8, 256, 16), (8, 8, 1024, 16))
+    assert unet["timestep"] == ((1,), (2,), (8,))
+    assert unet["encoder_hidden_states"] == ((1, 1, 32), (2, 32, 32), (8, 512, 32))
+    assert unet["encoder_attention_mask"] == ((1, 1), (2, 32), (8, 512))
+    assert profile_shapes(specs["vocoder"], ranges)["mel"] == ((1, 32, 64), (1, 1024, 64), (4, 4096, 64))
+    assert profile_shapes(specs["text_encoder"], ranges)["input_ids"] == ((1, 1), (2, 32), (8, 512))
+
+
+def test_static_profiles_are_one_shape(config, specs):
+    ranges = static_ranges(config, batch=2, text_len=64)
+    shapes = profile_shapes(specs["unet"], ranges)
+    assert shapes["sample"] == ((4, 8, 256, 16),) * 3 and shapes["encoder_hidden_states"] == ((4, 64, 32),) * 3
+    assert profile_shapes(specs["vae_decoder"], ranges)["latents"] == ((2, 8, 256, 16),) * 3
+    assert ranges["samples"].max == 163872
+    with pytest.raises(InputError, match="multiple of 8"):
+        static_ranges(config, batch=1, text_len=64, latent_frames=100)
+
+
+def test_buffer_plan_sizes(config, specs):
+    ranges = ShapeProfile(max_batch=4).ranges(config)
+    plans = {p.name: p for p in plan_buffers(specs["unet"], ranges)}
+    assert plans["sample"].max_shape == (8, 8, 1024, 16) and plans["sample"].nbytes == 8 * 8 * 1024 * 16 * 4
+    assert plans["encoder_attention_mask"].nbytes == 8 * 512  # bool: one byte
+    half = {p.name: p for p in plan_buffers(specs["unet"], ranges, {"noise_pred": "float16"})}
+    assert half["noise_pred"].nbytes == plans["noise_pred"].nbytes // 2
+
+
+ENV = {"version": "10.13.0.35", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+def _engine_manifest(**tensorrt) -> dict:
+    return {"tensorrt": {**ENV, "static": None, **tensorrt}, "built_from": {"folder": "/models/tango2-onnx"}}
+
+
+def test_engines_from_another_tensorrt_or_gpu_are_refused_with_the_rebuild_command():
+    with pytest.raises(ArtifactError, match=r"built with TensorRT 10\.13\.0\.35, this machine has 11\.4\.0\.106") as e:
+        check_environment(_engine_manifest(), {**ENV, "version": "11.4.0.106"}, "/engines")
+    assert "tango-rt build --onnx /models/tango2-onnx --out /engines --force" in str(e.value)
+    with pytest.raises(ArtifactError, match=r"compute capability 9\.0\), this GPU is NVIDIA L4 \(8\.9\)"):
+        check_environment(_engine_manifest(), {**ENV, "gpu": "NVIDIA L4", "compute_capability": "8.9"}, "/engines")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_environment(_engine_manifest(), {**ENV, "gpu": "NVIDIA H100 PCIe"}, "/engines")
+    assert "may be slower" in str(caught[0].message)
+    check_environment(_engine_manifest(), ENV, "/engines")  # same machine: fine
+    with pytest.raises(ArtifactError, match="no 'tensorrt' section"):
+        check_environment({}, ENV, "/engines")
+
+
+def test_rebuild_command_keeps_static_shapes():
+    manifest = _engine_manifest(static={"batch": 2, "text_len": 48, "latent_frames": 256})
+    assert rebuild_command(manifest, "/e").endswith("--force --static --batch 2 --text-len 48")
+
+
+def test_engines_older_than_their_onnx_are_stale(tmp_path):
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    (onnx / "manifest.json").write_text(json.dumps({"components": {"unet": {"sha256": "sha256:new"}}}))
+    manifest = {**_engine_manifest(), "built_from": {"folder": str(onnx), "onnx_sha256": {"unet": "sha256:old"}}}
+    with pytest.raises(ArtifactError, match=r"the engines for \['unet'\] were built from ONNX graphs that have"):
+        check_onnx_source(manifest, "/engines")
+    manifest["built_from"]["onnx_sha256"]["unet"] = "sha256:new"
+    check_onnx_source(manifest, "/engines")
+    manifest["built_from"]["folder"] = str(tmp_path / "gone")
+    check_onnx_source(manifest, "/engines")  # self-contained engine folder: no source needed
+
+
+def test_engine_manifest_records_what_the_runtime_checks(config):
+    onnx_manifest = {"source": {"model": "m", "weights_digest": "d"}, "pipeline": config.to_dict(), "precision": "fp16",
+                     "components": {"unet": {"sha256": "sha256:abc"}}}
+    ranges = static_ranges(config, batch=1, text_len=32)
+    manifest = engine_manifest(onnx_manifest, Path("/x/onnx"), ranges, {"unet": {"format": "tensorrt"}}, ENV,
+                               {"batch": 1, "text_len": 32, "latent_frames": 256}, 3)
+    assert manifest["tensorrt"]["version"] == ENV["version"] and manifest["tensorrt"]["static"]["text_len"] == 32
+    assert manifest["built_from"] == {"folder": str(Path("/x/onnx").resolve()), "onnx_sha256": {"unet": "sha256:abc"}}
+    assert manifest["shape_ranges"]["cfg_batch"] == [2, 2, 2, 1] and manifest["precision"] == "fp16"
+
+
+# --- the backend against a host-memory stand-in ------------------------------------------------------------------
+
+
+class FakeCuda:
+    """CUDA runtime stand-in: "device" buffers are bytearrays; graphs record the work enqueued while capturing."""
+
+    def __init__(self):
+        self.memory: dict[int, bytearray] = {}
+        self.capturing = None
+        self.launches = 0
+        self.freed: list[int] = []
+
+    def device_properties(self):
+        return ENV["gpu"], ENV["compute_capability"]
+
+    def malloc(self, nbytes):
+        pointer = 0x1000 * (len(self.memory) + 1)
+        self.memory[pointer] = bytearray(max(nbytes, 1))
+        return pointer
+
+    def free(self, pointer):
+        self.freed.append(pointer)
+
+    def create_stream(self):
+        return 7
+
+    def copy_to_device(self, pointer, array, stream):
+        assert self.capturing is None, "copies must stay outside the captured graph"
+        self.memory[pointer][: array.nbytes] = array.tobytes()
+
+    def copy_to_host(self, array, pointer, stream):
+        array.view(np.uint8).reshape(-1)[:] = np.frombuffer(bytes(self.memory[pointer][: array.nbytes]), np.uint8)
+
+    def synchronize(self, stream):
+        pass
+
+    def begin_capture(self, stream):
+        self.capturing = []
+
+    def end_capture(self, stream):
+        graph, self.capturing = self.capturing, None
+        return graph
+
+    def launch(self, graph, stream):
+        self.launches += 1
+        for work in graph:
+            work()
+
+
+class FakeContext:
+    """An execution context computing with a host function, reading and writing the fake device memory."""
+
+    def __init__(self, spec, cuda, compute, dtypes, max_dims):
+        self.spec, self.cuda, self.compute, self.dtypes, self.max_dims = spec, cuda, compute, dtypes, max_dims
+        self.addresses, self.shapes, self.executions, self.fail = {}, {}, 0, False
+        self.device_memory = None
+
+    def set_device_memory(self, pointer, size):
+        self.device_memory = (pointer, size)
+
+    def set_tensor_address(self, name, pointer):
+        self.addresses[name] = pointer
+        return True
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return all(s <= m for s, m in zip(shape, self.max_dims[name], strict=True))
+
+    def _dims(self):
+        dims = {}
+        for t in self.spec.inputs:
+            dims.update({d: s for d, s in zip(t.shape, self.shapes[t.name], strict=True) if isinstance(d, str)})
+        dims["mel_frames"] = dims.get("mel_frames", dims.get("latent_frames", 0) * 4)
+        dims["samples"] = 163872 if dims.get("mel_frames") == 1024 else 0
+        return dims
+
+    def get_tensor_shape(self, name):
+        return self.spec.outputs[0].resolve(self._dims())
+
+    def _run(self):
+        self.executions += 1
+        feeds = {}
+        for t in self.spec.inputs:
+            size = int(np.prod(self.shapes[t.name])) * np.dtype(self.dtypes[t.name]).itemsize
+            raw = bytes(self.cuda.memory[self.addresses[t.name]][:size])
+            feeds[t.name] = np.frombuffer(raw, self.dtypes[t.name]).reshape(self.shapes[t.name])
+        out = self.compute(feeds).astype(self.dtypes[self.spec.output_names[0]])
+        self.cuda.memory[self.addresses[self.spec.output_names[0]]][: out.nbytes] = out.tobytes()
+
+    def execute_async_v3(self, stream_handle):
+        if self.fail:
+            return False
+        if self.cuda.capturing is not None:
+            self.cuda.capturing.append(self._run)
+        else:
+            self._run()
+        return True
+
+
+def _component(specs, config, name, compute, dtypes=None, cuda_graph=False):
+    cuda = FakeCuda()
+    spec = specs[name]
+    ranges = ShapeProfile(max_batch=2).ranges(config)
+    dtypes = {t.name: np.dtype((dtypes or {}).get(t.name, t.dtype)) for t in spec.inputs + spec.outputs}
+    plans = plan_buffers(spec, ranges, {k: v.name for k, v in dtypes.items()})
+    buffers = {p.name: cuda.malloc(p.nbytes) for p in plans}
+    context = FakeContext(spec, cuda, compute, dtypes, {p.name: p.max_shape for p in plans})
+    memory = trt_backend.DeviceMemory(cuda)
+    component = TrtComponent(spec, context, cuda, cuda.create_stream(), buffers, dtypes, ranges, memory, cuda_graph)
+    return component, context, cuda
+
+
+def test_backend_copies_shapes_and_results(specs, config, tiny_tango, golden):
+    reference = tiny_tango.pipeline.components["vae_decoder"]
+    component, context, _ = _component(specs, config, "vae_decoder", lambda f: reference(**f))
+    mel = component(latents=golden["ddim_final_latents"][:2])
+    np.testing.assert_array_equal(mel, reference(latents=golden["ddim_final_latents"][:2]))
+    assert context.shapes["latents"] == (2, 8, 256, 16) and context.executions == 1
+
+
+def test_fp16_engine_io_is_converted(specs, config, tiny_tango, golden):
+    reference = tiny_tango.pipeline.components["vocoder"]
+    component, _, _ = _component(specs, config, "vocoder", lambda f: reference(mel=f["mel"].astype(np.float32)),
+                                 dtypes={"mel": "float16", "waveform": "float16"})
+    wave = component(mel=np.ascontiguousarray(golden["vae_mel"][:1, 0]))
+    assert wave.dtype == np.float32
+    np.testing.assert_allclose(wave, golden["vocoder_wave_float"][:1], atol=2e-2)
+
+
+def test_failed_enqueue_and_rejected_shape_are_errors(specs, config):
+    component, context, _ = _component(specs, config, "vae_decoder", lambda f: np.zeros((1, 1, 64, 64)))
+    context.fail = True
+    with pytest.raises(BackendError, match="execute_async_v3 failed"):
+        component(latents=np.zeros((1, 8, 16, 16), np.float32))
+    context.fail = False
+    context.max_dims["latents"] = (1, 8, 8, 16)  # as if the engine's profile stopped at 8 frames
+    with pytest.raises(BackendError, match=r"rejected shape \(1, 8, 16, 16\) for input 'latents'"):
+        component(latents=np.zeros((1, 8, 16, 16), np.float32))
+
+
+def test_cuda_graph_warms_up_captures_then_replays(specs, config):
+    calls = []
+
+    def compute(feeds):
+        calls.append(feeds["latents"].shape)
+        return np.full((feeds["latents"].shape[0], 1, feeds["latents"].shape[2] * 4, 64), 0.5)
+
+    component, context, cuda = _component(specs, config, "vae_decoder", compute, cuda_graph=True)
+    latents = np.zeros((1, 8, 16, 16), np.float32)
+    for _ in range(4):
+        assert component(latents=latents).shape == (1, 1, 64, 64)
+    assert context.executions == 4 and cuda.launches == 3  # run 1 plain (warm-up), 2 captured + launched, 3-4 replays
+    component(latents=np.zeros((1, 8, 32, 16), np.float32))  # another shape: plain enqueue, graph kept
+    assert cuda.launches == 3 and context.executions == 5
+
+
+class FakeEngine:
+    def __init__(self, spec, size, dtypes):
+        self.spec, self.device_memory_size_v2, self.dtypes = spec, size, dtypes
+
+    def get_tensor_dtype(self, name):
+        return self.dtypes.get(name, "float32")
+
+    def create_execution_context(self, strategy):
+        assert strategy == "USER_MANAGED"
+        return FakeContext(self.spec, None, None, {}, {})
+
+
+class FakeTrt:
+    """The slice of the tensorrt module that load_components touches."""
+
+    __version__ = ENV["version"]
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class ExecutionContextAllocationStrategy:
+        USER_MANAGED = "USER_MANAGED"
+
+    def __init__(self, engines):
+        self.engines = engines
+
+    def Runtime(self, logger):
+        engines = self.engines
+
+        class Runtime:
+            def deserialize_cuda_engine(self, data):
+                return engines[data.decode()]
+
+        return Runtime()
+
+    @staticmethod
+    def nptype(dtype):
+        return np.dtype(dtype).type
+
+
+def test_load_components_shares_one_activation_buffer(tmp_path, onnx_dir, specs):
+    """Engine folder + manifest as `build` writes them; contexts share the largest activation allocation."""
+    import shutil
+
+    from tango_rt.runtime.artifacts import file_entry, open_artifact
+
+    folder = tmp_path / "engines"
+    shutil.copytree(onnx_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sizes = {"text_encoder": 100, "unet": 5000, "vae_decoder": 3000, "vocoder": 700}
+    for name in sizes:
+        (folder / f"{name}.plan").write_text(name)
+        manifest["components"][name] = {"format": "tensorrt", **file_entry(folder, f"{name}.plan"), "precision": "fp16"}
+    manifest["tensorrt"] = {**ENV, "static": None}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    engines = {n: FakeEngine(specs[n], size, {"noise_pred": "float16"}) for n, size in sizes.items()}
+    cuda = FakeCuda()
+    components = trt_backend.load_components(open_artifact(folder), list(sizes), cuda=cuda, trt=FakeTrt(engines))
+    scratch = {c.context.device_memory for c in components.values()}
+    assert len(scratch) == 1 and next(iter(scratch))[1] == 5000  # one allocation, the largest engine's size
+    assert components["unet"].io_dtypes["noise_pred"] == np.float16
+    assert components["unet"].buffers["sample"] in cuda.memory
+    with pytest.raises(ArtifactError, match="built with TensorRT"):
+        trt_backend.load_components(open_artifact(folder), ["unet"], cuda=cuda,
+                                    trt=type("Old", (FakeTrt,), {"__version__": "8.6.1"})(engines))
+
+
+def test_missing_tensorrt_is_a_clear_error(onnx_dir, tmp_path):
+    from tango_rt.cli import main
+
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here: the error path does not apply")
+    except ImportError:
+        pass
+    assert main(["build", "--onnx", str(onnx_dir), "--out", str(tmp_path / "e")]) == 2
