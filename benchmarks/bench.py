@@ -122,6 +122,7 @@ def ratios(variants: dict[str, dict]) -> dict:
 def run_bench(config: BenchConfig, work: Path = DEFAULT_WORK, command: str = "") -> dict:
     if BASELINE not in config.variants:
         print(f"note: no '{BASELINE}' variant: no speed-up ratios will be reported", file=sys.stderr)
+    machine = machine_info()  # before the run: the revision measured, not one edited meanwhile
     jobs = prepare(config, work)
     results = {}
     for index, (name, job) in enumerate(jobs.items(), 1):
@@ -131,7 +132,7 @@ def run_bench(config: BenchConfig, work: Path = DEFAULT_WORK, command: str = "")
         "schema_version": SCHEMA_VERSION,
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(),
+        "machine": machine,
         "config": asdict(config),
         "variants": results,
         "speedup_vs_torch": ratios(results),

@@ -6,10 +6,23 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 from ..runtime.tango import Tango
 from .instrument import STAGES, Recorder, instrument
 from .stats import summarize
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. Linux's VmHWM belongs to the process image, so it starts afresh at
+    exec; ru_maxrss would also count the parent's memory at fork time."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _gpu_memory() -> dict | None:
@@ -63,7 +76,7 @@ def measure(job: dict) -> dict:
         "providers_or_device": _device(tango),
         "load_s": load_s,
         "audio_seconds_per_clip": audio_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "gpu_memory": _gpu_memory(),
         "torch_imported": "torch" in sys.modules,
         "batches": batches,

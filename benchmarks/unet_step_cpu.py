@@ -102,6 +102,7 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     from ..runtime.backends import ort_backend, torch_backend
 
     torch.set_num_threads(threads)
+    machine = machine_info()
     checkpoint = load_checkpoint(MODEL)
     config = checkpoint.pipeline_config()
     feeds = component_specs(config)[UNET].sample_inputs(DIMS, config)
@@ -133,7 +134,7 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
         "command": f"python -m tango_rt.benchmarks.unet_step_cpu --repeat {repeat} --warmup {warmup} "
                    f"--threads {threads}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_info(),
+        "machine": machine,
         "config": {"model": MODEL, **DIMS, "threads": threads, "repeat": repeat, "warmup": warmup},
         "flops_per_step": flops,
         "fp32_gemm_gflops_per_s": ceiling,
