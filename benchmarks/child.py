@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from ..runtime.tango import Tango
 from .instrument import STAGES, Recorder, instrument
@@ -26,12 +30,22 @@ def peak_rss_mb() -> float:
 
 
 def _gpu_memory() -> dict | None:
-    """torch's allocator peak, when this variant runs torch on CUDA (never imports torch itself)."""
+    """GPU memory of this process: nvidia-smi's figure for its PID (any backend), and torch's allocator peaks
+    when the variant runs torch on CUDA (torch is never imported here for that)."""
+    memory = {}
+    try:
+        query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+        listing = subprocess.run(query, capture_output=True, text=True, timeout=20, check=True).stdout
+        used = [line.split(",")[1] for line in listing.splitlines() if line.split(",")[0].strip() == str(os.getpid())]
+        if used:
+            memory["device_used_mb"] = float(used[0])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        pass
     torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return None
-    return {"peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
-            "peak_reserved_mb": torch.cuda.max_memory_reserved() / 2**20}
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        memory["peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        memory["peak_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    return memory or None
 
 
 def measure(job: dict) -> dict:
@@ -51,16 +65,14 @@ def measure(job: dict) -> dict:
                                      batch_size=batch, scheduler=config["scheduler"], seed=seed)
             recorder.end_generation()
 
-        for seed in range(config["warmup"]):
+        for seed in tqdm(range(config["warmup"]), desc=f"{variant['name']} batch {batch} warm-up", leave=False):
             generate(seed)
         recorder.reset()
         end_to_end = []
-        for seed in range(config["repeat"]):
+        for seed in tqdm(range(config["repeat"]), desc=f"{variant['name']} batch {batch}", file=sys.stderr):
             t0 = time.perf_counter()
             generate(seed)
             end_to_end.append(time.perf_counter() - t0)
-            print(f"  {variant['name']} batch {batch}: run {seed + 1}/{config['repeat']} "
-                  f"{end_to_end[-1]:.2f} s", file=sys.stderr, flush=True)
         e2e = summarize(end_to_end)
         batches[str(batch)] = {
             "stages": {stage: summarize(recorder.calls.get(stage, [])) for stage in STAGES},

@@ -24,7 +24,7 @@ def table(result: dict) -> str:
         f"GPUs: {', '.join(result['machine']['gpus']) or 'none'}",
         "",
         "| variant | batch | load s | tokenize s | text enc s | UNet step s (median / p95) | VAE s | vocoder s "
-        "| end-to-end s | RTF | clips/s | peak RSS MB | GPU peak MB | speed-up e2e | speed-up UNet step |",
+        "| end-to-end s | RTF | clips/s | peak RSS MB | GPU MB | speed-up e2e | speed-up UNet step |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     speedups = result.get("speedup_vs_torch", {})
@@ -32,7 +32,8 @@ def table(result: dict) -> str:
         if "error" in v:
             lines.append(f"| {name} | - | {v['error']} |")
             continue
-        gpu = (v.get("gpu_memory") or {}).get("peak_allocated_mb")
+        gpu_memory = v.get("gpu_memory") or {}
+        gpu = gpu_memory.get("peak_allocated_mb", gpu_memory.get("device_used_mb"))
         for batch, run in v["batches"].items():
             gen, step = run["per_generation"], run["stages"]["unet_step"]
             ratio = speedups.get(name, {}).get(batch, {})
@@ -45,7 +46,8 @@ def table(result: dict) -> str:
                 f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} |"
             )
     lines += ["", "Stage times are medians per generation (the UNet column is per step); RTF = seconds of audio "
-              "per second of compute; speed-ups are against the torch variant of this run."]
+              "per second of compute; speed-ups are against the torch variant of this run. GPU MB: torch's "
+              "allocator peak, else the process's device memory from nvidia-smi."]
     return "\n".join(lines)
 
 

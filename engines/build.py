@@ -82,8 +82,9 @@ def build_engine(trt, builder, logger, onnx_path: Path, shapes: dict, cache, opt
     config = builder.create_builder_config()
     config.set_timing_cache(cache, False)
     config.builder_optimization_level = optimization_level
+    monitor = _progress_monitor(trt, component)  # a local reference keeps it alive for the whole build
     if hasattr(config, "progress_monitor"):
-        config.progress_monitor = _progress_monitor(trt, component)
+        config.progress_monitor = monitor
     if workspace_gb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
     profile = builder.create_optimization_profile()

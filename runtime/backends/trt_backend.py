@@ -103,7 +103,7 @@ class TrtComponent(Component):
         return result.astype(np.float32, copy=False)
 
     def _enqueue(self) -> None:
-        if not self.context.execute_async_v3(int(self.stream)):
+        if not self.context.execute_async_v3(self.stream):  # cuda-python's stream object, as TensorRT's samples
             raise BackendError(f"{self.spec.name}: TensorRT execute_async_v3 failed (see the TensorRT log)")
 
     def _execute(self, shapes: tuple) -> None:
