@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from .artifacts import is_artifact, open_artifact
 from .checkpoint import Checkpoint, load_checkpoint
 from .checks import debug_enabled
 from .errors import BackendError
@@ -60,42 +61,48 @@ def backend_module(name: str) -> Any:
         ) from None
 
 
+def _backend_options(loaders: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Route each option to the backends whose load_components takes it; one that none takes is an error."""
+    routed = {
+        name: {k: v for k, v in options.items() if k in inspect.signature(loader).parameters}
+        for name, loader in loaders.items()
+    }
+    unused = {k for k, v in options.items() if v is not None} - {k for r in routed.values() for k in r}
+    if unused:
+        raise BackendError(f"option(s) {sorted(unused)} do not apply to backend(s) {sorted(loaders)}")
+    return routed
+
+
 def load_pipeline(
     model: str, backend: str | Mapping[str, str] = "torch", device: str | None = None, **options: Any
 ) -> TangoPipeline:
     """Load every component with its backend and assemble the pipeline.
 
     options: precision ("fp32" | "fp16"), and backend-specific ones (providers, session_options, ...).
+    Everything that can be refused cheaply (backend names, options, a missing export) is checked before
+    any weights are read.
     """
     backends = parse_backends(backend)
-    from .artifacts import is_artifact, open_artifact
-
     artifact = open_artifact(model) if is_artifact(model) else None
-    checkpoint: Checkpoint | None = None
-    if artifact is None or "torch" in backends.values():
-        checkpoint = load_checkpoint(artifact.source_model if artifact else model)
-        if artifact:
-            artifact.check_source(checkpoint)
     if artifact is None and set(backends.values()) != {"torch"}:
         raise BackendError(
             f"backends {sorted(set(backends.values()) - {'torch'})} run exported graphs: export first with "
             f"`tango-rt export --model {model} --out DIR` (and `tango-rt build` for TensorRT), then pass DIR"
         )
-    components, used = {}, set()
-    for name in sorted(set(backends.values())):
-        loader = backend_module(name).load_components
-        accepted = {k: v for k, v in options.items() if k in inspect.signature(loader).parameters}
-        used.update(accepted)
+    loaders = {name: backend_module(name).load_components for name in sorted(set(backends.values()))}
+    routed = _backend_options(loaders, options)
+    checkpoint: Checkpoint | None = None
+    if artifact is None or "torch" in loaders:
+        checkpoint = load_checkpoint(artifact.source_model if artifact else model)
+        if artifact:
+            artifact.check_source(checkpoint)
+    components = {}
+    for name, loader in loaders.items():
         names = [c for c in COMPONENTS if backends[c] == name]
-        components.update(loader(checkpoint if name == "torch" else artifact, names, device=device, **accepted))
-    unused = {k for k, v in options.items() if v is not None} - used
-    if unused:
-        raise BackendError(f"option(s) {sorted(unused)} do not apply to backend(s) {sorted(set(backends.values()))}")
+        components.update(loader(checkpoint if name == "torch" else artifact, names, device=device, **routed[name]))
     components[UNET].check_finite = debug_enabled()  # every step in debug mode; final latents always
     if artifact:
         return TangoPipeline(components, artifact.tokenizer(), artifact.pipeline_config, artifact.scheduler_config,
                              min_text_len=artifact.ranges["text_len"].min)
     assert checkpoint is not None
-    return TangoPipeline(
-        components, checkpoint.tokenizer(), checkpoint.pipeline_config(), checkpoint.scheduler_config
-    )
+    return TangoPipeline(components, checkpoint.tokenizer(), checkpoint.pipeline_config(), checkpoint.scheduler_config)
