@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import platform
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 from .checkpoint import Checkpoint
 from .config import PipelineConfig
 from .errors import ArtifactError
+from .files import sha256_files
 from .specs import DimRange
 from .tokenizer import PromptTokenizer
 
@@ -29,14 +29,6 @@ FORMAT = "tango-rt-artifact"
 FORMAT_VERSION = 1
 TOKENIZER_DIR = "tokenizer"
 SCHEDULER_FILE = "scheduler_config.json"
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def now_utc() -> str:
@@ -70,7 +62,7 @@ def is_artifact(model: str | Path) -> bool:
 def file_entry(root: Path, name: str) -> dict[str, Any]:
     """Size and digest of a file in the folder, for the manifest."""
     path = root / name
-    return {"file": name, "size": path.stat().st_size, "sha256": file_digest(path)}
+    return {"file": name, "size": path.stat().st_size, "sha256": sha256_files([path])}
 
 
 class Artifact:
@@ -98,11 +90,16 @@ class Artifact:
             raise ArtifactError(f"{self.root} has no {fmt} {name} (it holds {have}); export or build it first")
         return entry
 
+    @staticmethod
+    def _file_items(entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """A component's graph or engine file, then its external data files, as manifest items."""
+        return [entry, *entry.get("external_data", [])]
+
     def files(self, name: str, fmt: str) -> list[Path]:
         """Paths of a component's files after checking they exist with the recorded size."""
         entry = self.component(name, fmt)
         paths = []
-        for item in [entry, *entry.get("external_data", [])]:
+        for item in self._file_items(entry):
             path = self.root / item["file"]
             if not path.is_file():
                 raise ArtifactError(f"{path} is missing; the folder is incomplete: re-export it with --force")
@@ -118,17 +115,17 @@ class Artifact:
         """Full integrity check (SHA-256 of every file): slower, done by `tango-rt check`."""
         for name, entry in self.manifest["components"].items():
             paths = self.files(name, entry["format"])
-            for path, item in zip(paths, [entry, *entry.get("external_data", [])], strict=True):
-                if file_digest(path) != item["sha256"]:
+            for path, item in zip(paths, self._file_items(entry), strict=True):
+                if sha256_files([path]) != item["sha256"]:
                     raise ArtifactError(f"{path} does not match its manifest digest: it changed after export")
 
     def check_source(self, checkpoint: Checkpoint) -> None:
         """Torch components mixed in must come from the same weights the graphs were exported from."""
-        recorded = self.manifest["source"]["weights_digest"]
-        if checkpoint.weights_digest() != recorded:
+        recorded, current = self.manifest["source"]["weights_digest"], checkpoint.weights_digest()
+        if current != recorded:
             raise ArtifactError(
                 f"{self.root} was exported from weights {recorded}, but {checkpoint.source!r} now has "
-                f"{checkpoint.weights_digest()}; re-export, or run every component from the exported folder"
+                f"{current}; re-export, or run every component from the exported folder"
             )
 
 

@@ -16,7 +16,6 @@ its 3 GB of weights (the T5 weights live in pytorch_model_main.bin).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from .config import PipelineConfig
 from .errors import CheckpointError
+from .files import sha256_files
 from .schedulers import default_scheduler_config
 from .tokenizer import TOKENIZER_FILES, PromptTokenizer
 
@@ -113,12 +113,7 @@ class Checkpoint:
         """SHA-256 over the weight files: what an exported artifact records as its source."""
         if self.is_random:
             return f"random-init:seed={self.random_seed}"
-        digest = hashlib.sha256()
-        for key in sorted(self.weights):
-            with open(self.weights[key], "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-        return "sha256:" + digest.hexdigest()
+        return sha256_files(self.weights[key] for key in sorted(self.weights))
 
 
 def _local_or_hub(model: str) -> Path:
