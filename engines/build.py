@@ -11,34 +11,26 @@ CUDA graphs need). A timing cache makes rebuilds fast.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..runtime.artifacts import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
     SCHEDULER_FILE,
     TOKENIZER_DIR,
     file_entry,
     is_artifact,
-    now_utc,
+    log,
     open_artifact,
     prepare_output_folder,
+    write_manifest,
 )
 from ..runtime.errors import ArtifactError, BackendError
 from ..runtime.specs import COMPONENTS, DimRange, component_specs
 from .profiles import profile_shapes, static_ranges
 
 BUILDABLE_PRECISIONS = ("fp32", "fp16")
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _progress_monitor(trt: Any, component: str) -> Any:
@@ -52,7 +44,7 @@ def _progress_monitor(trt: Any, component: str) -> Any:
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             self.depth[phase_name] = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
             if self.depth[phase_name] <= 1:
-                _log(f"  {component}: {'  ' * self.depth[phase_name]}{phase_name} ({num_steps} steps)")
+                log(f"  {component}: {'  ' * self.depth[phase_name]}{phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             return True  # never cancel
@@ -99,12 +91,8 @@ def build_engine(trt, builder, logger, onnx_path: Path, shapes: dict, cache, opt
 
 def engine_manifest(onnx_manifest: dict, onnx_folder: Path, ranges: dict[str, DimRange], entries: dict,
                     environment: dict, static: dict | None, optimization_level: int) -> dict:
-    """The engine folder's manifest: the ONNX folder's facts plus what TensorRT needs to refuse a mismatch."""
+    """The engine folder's manifest fields: the ONNX folder's facts plus what TensorRT needs to refuse a mismatch."""
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "tango_rt_version": __version__,
-        "created": now_utc(),
         "source": onnx_manifest["source"],
         "pipeline": onnx_manifest["pipeline"],
         "shape_ranges": {k: v.to_list() for k, v in ranges.items()},
@@ -132,8 +120,6 @@ def build_engines(
 
     static: {"batch": B, "text_len": L, "latent_frames": F} for fixed-shape engines, else the declared ranges.
     """
-    import json
-
     from ..runtime.backends.cuda_runtime import CudaRuntime
     from ..runtime.backends.trt_backend import _import_tensorrt, current_environment
 
@@ -157,7 +143,8 @@ def build_engines(
     entries = {}
     for index, name in enumerate(names, 1):
         started = time.perf_counter()
-        _log(f"[{index}/{len(names)}] {name}: building {artifact.component(name, 'onnx')['precision']} engine ...")
+        precision = artifact.component(name, "onnx")["precision"]
+        log(f"[{index}/{len(names)}] {name}: building {precision} engine ...")
         shapes = profile_shapes(specs[name], ranges)
         plan = build_engine(trt, builder, logger, artifact.files(name, "onnx")[0], shapes, cache,
                             optimization_level, workspace_gb, name)
@@ -165,19 +152,18 @@ def build_engines(
         entries[name] = {
             "format": "tensorrt",
             **file_entry(out, f"{name}.plan"),
-            "precision": artifact.component(name, "onnx")["precision"],
+            "precision": precision,
             "inputs": [t.to_dict() for t in specs[name].inputs],
             "outputs": [t.to_dict() for t in specs[name].outputs],
             "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
             "build_s": round(time.perf_counter() - started, 1),
         }
-        _log(f"[{index}/{len(names)}] {name}: done in {entries[name]['build_s']} s")
+        log(f"[{index}/{len(names)}] {name}: done in {entries[name]['build_s']} s")
     cache_path.write_bytes(bytes(cache.serialize()))
     shutil.copytree(onnx / TOKENIZER_DIR, out / TOKENIZER_DIR)
     shutil.copy2(onnx / SCHEDULER_FILE, out / SCHEDULER_FILE)
-    manifest = engine_manifest(artifact.manifest, onnx, ranges, entries, environment, static, optimization_level)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    _log(f"wrote {out / MANIFEST}")
+    write_manifest(out, engine_manifest(artifact.manifest, onnx, ranges, entries, environment, static,
+                                         optimization_level))
     return out
 
 

@@ -9,22 +9,19 @@ shape logic into constants, so sample inputs use shapes *different* from the one
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..runtime.artifacts import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
     SCHEDULER_FILE,
     TOKENIZER_DIR,
     file_entry,
     library_versions,
-    now_utc,
+    log,
     prepare_output_folder,
+    write_manifest,
 )
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.errors import ArtifactError
@@ -36,10 +33,6 @@ DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # protobuf caps a graph at 2 GB: above 1 GB of weights, write external data
 EXPORT_DIMS = {"cfg_batch": 2, "batch": 1, "text_len": 7}  # odd sizes on purpose: see the module docstring
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -158,9 +151,6 @@ def export_onnx(
     components: Iterable[str] = COMPONENTS,
 ) -> Path:
     """Export a checkpoint (Hub id, folder, or random:full|tiny) to a self-contained ONNX model folder."""
-    import json
-
-    from .. import __version__
     from ..runtime.backends.torch_models import ModelBuilder
 
     if precision not in PRECISIONS:
@@ -175,23 +165,19 @@ def export_onnx(
     specs = component_specs(config)
     profile = profile or ShapeProfile()
     prepare_output_folder(out, force)
-    _log(f"exporting {model} to {out} ({precision}, opset {opset})")
+    log(f"exporting {model} to {out} ({precision}, opset {opset})")
     builder = ModelBuilder(checkpoint)
     entries = {}
     for index, name in enumerate(names, 1):
         started = time.perf_counter()
-        _log(f"[{index}/{len(names)}] {name}: building and tracing ...")
+        log(f"[{index}/{len(names)}] {name}: building and tracing ...")
         module = builder.build([name])[name]
         entries[name] = export_component(module, specs[name], config, out, precision, opset)
         del module
         size = entries[name]["size"] + sum(e["size"] for e in entries[name]["external_data"])
-        _log(f"[{index}/{len(names)}] {name}: done in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB")
+        log(f"[{index}/{len(names)}] {name}: done in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB")
     _copy_text_files(checkpoint, out)
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "tango_rt_version": __version__,
-        "created": now_utc(),
+    write_manifest(out, {
         "source": {"model": _source_reference(model), "weights_digest": checkpoint.weights_digest()},
         "pipeline": config.to_dict(),
         "shape_ranges": {k: v.to_list() for k, v in profile.ranges(config).items()},
@@ -199,9 +185,7 @@ def export_onnx(
         "exporter": {"method": EXPORTER, "versions": library_versions(
             "torch", "transformers", "diffusers", "onnx", "onnxruntime")},
         "components": entries,
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    _log(f"wrote {out / MANIFEST}")
+    })
     return out
 
 

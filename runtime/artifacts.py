@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import platform
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,22 @@ FORMAT = "tango-rt-artifact"
 FORMAT_VERSION = 1
 TOKENIZER_DIR = "tokenizer"
 SCHEDULER_FILE = "scheduler_config.json"
+
+
+def log(message: str) -> None:
+    """Progress of export and build, on stderr: stdout carries the command's result."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def write_manifest(out: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """Write out/manifest.json: the format header every reader checks, then `fields`; returns the manifest."""
+    from tango_rt import __version__
+
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "tango_rt_version": __version__,
+                "created": now_utc(), **fields}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    log(f"wrote {out / MANIFEST}")
+    return manifest
 
 
 def now_utc() -> str:
