@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from ..runtime.config import PipelineConfig
 from ..runtime.errors import InputError
-from ..runtime.specs import ComponentSpec, DimRange
+from ..runtime.specs import ComponentSpec, DimRange, dims, ranges_between
 
 Shape = tuple[int, ...]
 
@@ -33,7 +33,5 @@ def static_ranges(config: PipelineConfig, batch: int, text_len: int, latent_fram
     frames = latent_frames or config.latent_frames
     if frames % config.unet_downsample:
         raise InputError(f"latent frames {frames} must be a multiple of {config.unet_downsample}")
-    mel = frames * config.vae_upsample
-    fixed = {"batch": batch, "cfg_batch": 2 * batch, "text_len": text_len, "latent_frames": frames,
-             "mel_frames": mel, "samples": config.num_samples(mel)}
-    return {name: DimRange(v, v, v) for name, v in fixed.items()}
+    fixed = dims(config, batch, text_len, frames)
+    return ranges_between(fixed, fixed, fixed)

@@ -2,8 +2,10 @@
 
 Driven by the component declarations (runtime/specs.py): the same IO names, dynamic axes and sample inputs the
 runtime checks against. Export uses torch's TorchScript exporter (dynamo=False): with dynamic batch and text
-length the dynamo exporter failed on this UNet (DESIGN.md), the TorchScript one works. Tracing bakes Python
-shape logic into constants, so sample inputs use shapes *different* from the ones tests and `check` run at.
+length the dynamo exporter failed on this UNet (torch 2.13, diffusers 0.42), the TorchScript one works.
+Tracing bakes Python shape logic into constants, so the sample inputs traced (batch 1, 7 tokens, the default
+length plus one UNet downsampling block) differ in every dynamic axis from the shapes `check` runs (the
+declared opt and min shapes) and from those the tests run (tests/test_onnx.py): a baked shape fails there.
 """
 
 from __future__ import annotations
@@ -25,27 +27,18 @@ from ..runtime.artifacts import (
 )
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.errors import ArtifactError
-from ..runtime.specs import COMPONENTS, UNET, ShapeProfile, component_specs
+from ..runtime.precision import component_precision
+from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
-from .precision import PRECISION_POLICY, convert_to_fp16, quantize_int8
+from .precision import convert_to_fp16, quantize_int8
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # protobuf caps a graph at 2 GB: above 1 GB of weights, write external data
-EXPORT_DIMS = {"cfg_batch": 2, "batch": 1, "text_len": 7}  # odd sizes on purpose: see the module docstring
+EXPORT_BATCH, EXPORT_TEXT_LEN = 1, 7  # odd sizes on purpose: see the module docstring
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def component_precision(precision: str, name: str) -> str:
-    """What an export precision means per component: fp16 spares whole-FP32 graphs (T5); int8 is the UNet's
-    MatMul weights only, a CPU option."""
-    if precision == "fp16":
-        return "fp32" if PRECISION_POLICY[name].whole_graph_fp32 else "fp16"
-    if precision == "int8":
-        return "int8-dynamic" if name == UNET else "fp32"
-    return "fp32"
 
 
 def _save(model, path: Path) -> None:
@@ -99,8 +92,9 @@ def export_component(module, spec, config, out: Path, precision: str, opset: int
     staging.mkdir()
     try:
         traced = staging / f"{spec.name}.onnx"
-        dims = {**EXPORT_DIMS, "latent_frames": config.latent_frames, "mel_frames": config.mel_frames()}
-        _trace(module, spec, spec.sample_inputs(dims, config), traced, opset)
+        frames = config.latent_frames + config.unet_downsample
+        feeds = spec.sample_inputs(dims(config, EXPORT_BATCH, EXPORT_TEXT_LEN, frames), config)
+        _trace(module, spec, feeds, traced, opset)
         target = out / f"{spec.name}.onnx"
         actual, fp32_nodes = component_precision(precision, spec.name), []
         if actual == "int8-dynamic":

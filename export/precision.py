@@ -1,51 +1,9 @@
-"""The precision policy: which parts of each network stay FP32 under reduced precision, and the graph edits.
-
-One policy, three consumers: the ONNX FP16 conversion (blocked nodes keep FP32, with Casts around them), the
-INT8 dynamic quantization of the UNet for CPUs (the same nodes are excluded), and the TensorRT builder
-(matching layers get an FP32 precision constraint). Node names are the module scopes the
-TorchScript exporter writes (`/unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1/Softmax`), and
-TensorRT names layers after ONNX nodes, so one set of patterns serves both.
-
-Why these nodes (DESIGN.md, "Known traps"):
-- text encoder: Flan-T5 overflows in FP16 (NaN after a few layers): the whole graph stays FP32.
-- UNet: `upcast_attention: true` - SD-2-style attention needs FP32 scores and softmax; and the sinusoidal time
-  embedding takes sin/cos of t * freq (up to ~1000 rad), whose phase FP16 cannot resolve.
-- VAE decoder: the mid-block attention over 4096 tokens (single head) is the overflow risk.
-- vocoder: HiFi-GAN's convolutions are well-conditioned in FP16.
-"""
+"""Graph edits that apply the precision policy (`runtime/precision.py`) to exported ONNX graphs:
+FP16 conversion with FP32 islands, and INT8 dynamic quantization of the UNet's MatMul weights."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-
-from ..runtime.specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER
-
-
-@dataclass(frozen=True)
-class PrecisionPolicy:
-    whole_graph_fp32: bool = False
-    fp32_patterns: tuple[str, ...] = ()
-
-    def keeps_fp32(self, node_name: str) -> bool:
-        return self.whole_graph_fp32 or any(re.search(p, node_name) for p in self.fp32_patterns)
-
-    def fp32_nodes(self, node_names: Iterable[str]) -> list[str]:
-        return [name for name in node_names if self.keeps_fp32(name)]
-
-
-PRECISION_POLICY: dict[str, PrecisionPolicy] = {
-    TEXT_ENCODER: PrecisionPolicy(whole_graph_fp32=True),
-    UNET: PrecisionPolicy(
-        fp32_patterns=(
-            r"/time_proj/",  # sinusoidal timestep embedding
-            r"/attn[12]/(MatMul|Softmax|Mul|Div|Sqrt|Add|Where)(_\d+)?$",  # q*s, k*s, q@k, +mask, softmax, @v
-        )
-    ),
-    VAE_DECODER: PrecisionPolicy(fp32_patterns=(r"/mid_block/attentions\.\d+/",)),
-    VOCODER: PrecisionPolicy(),
-}
+from ..runtime.precision import PRECISION_POLICY
 
 
 def convert_to_fp16(model_path: str, component: str):

@@ -52,6 +52,21 @@ class PipelineConfig:
             length = (length - 1) * rate - 2 * ((kernel - rate) // 2) + kernel
         return length
 
+    def latent_frames_for(self, seconds: float) -> int:
+        """The fewest latent frames (a multiple of the UNet's downsampling) whose waveform covers `seconds`."""
+        target, frames = self.audio_samples(seconds), self.unet_downsample
+        while self.num_samples(self.mel_frames(frames)) < target:
+            frames += self.unet_downsample
+        return frames
+
+    def audio_samples(self, seconds: float) -> int:
+        """Waveform samples in `seconds` of audio (rounded to the nearest sample)."""
+        return round(seconds * self.sample_rate)
+
+    def duration(self, latent_frames: int | None = None) -> float:
+        """Seconds of audio the vocoder produces from this many latent frames (10.24 s for 256)."""
+        return self.num_samples(self.mel_frames(latent_frames)) / self.sample_rate
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

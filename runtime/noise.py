@@ -1,11 +1,15 @@
-"""Where the loop's random tensors come from, in one documented order, so any run can be replayed exactly.
+"""Where the loop's random tensors come from: one generator per clip, so a clip's audio depends only on its own
+seed, never on what it was batched with, and any run can be replayed exactly.
 
-Per denoising call (one batch of prompts x samples):
-  1. initial latents: rng.standard_normal((N, C, frames, bins), float32), times the scheduler's init_noise_sigma;
-  2. for each step whose scheduler draws noise (DDPM: every step with t > 0, the last one included), in step
-     order: rng.standard_normal(same shape, float32).
-`latents=` replaces draw 1 and `noise=` (one array per drawing step) replaces draws 2; the rest still come from
-the generator, so passing both replays a run without touching it.
+Each row (one clip: prompt-major, p0s0, p0s1, p1s0, ...) has its own numpy Generator. Per denoising call:
+  1. initial latents: row i draws rng_i.standard_normal((C, frames, bins), float32), times the scheduler's
+     init_noise_sigma;
+  2. for each step whose sampler takes noise (DDPM: every step with t > 0, the last one included; dpm++sde and
+     euler-a: every step), in step order: row i draws rng_i.standard_normal((C, frames, bins), float32).
+`seed=s` gives the rows the generators of `np.random.SeedSequence(s).spawn(rows)` (row r: the r-th child), so
+a request for n clips with seed s yields the same clips alone or inside any batch. `latents=` replaces draw 1
+and `noise=` (one array per noise-taking step) replaces draws 2; the rest still come from the generators, so
+passing both replays a run without touching them.
 """
 
 from __future__ import annotations
@@ -24,21 +28,32 @@ def _as_float32(array, what: str) -> np.ndarray:
         raise InputError(f"{what} must be a float array: {exc}") from None
 
 
+def row_generators(seed: int | None, rows: int) -> list[np.random.Generator]:
+    """The generators of `rows` clips drawn with `seed` (None: fresh entropy)."""
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(rows)]
+
+
 class NoiseSource:
-    """Initial latents and per-step noise: from the generator, or from arrays the caller recorded."""
+    """Initial latents and per-step noise: from one generator per row, or from arrays the caller recorded."""
 
     def __init__(
         self,
-        rng: np.random.Generator,
+        generators: Sequence[np.random.Generator],
         latents: np.ndarray | None = None,
         noise: Sequence[np.ndarray] | np.ndarray | None = None,
     ):
-        self.rng = rng
+        self.generators = list(generators)
         self.latents = None if latents is None else _as_float32(latents, "latents")
         self.noise = None if noise is None else [_as_float32(n, f"noise[{i}]") for i, n in enumerate(noise)]
 
+    @classmethod
+    def from_seed(cls, seed: int | None, rows: int, latents=None, noise=None) -> NoiseSource:
+        return cls(row_generators(seed, rows), latents, noise)
+
     def check(self, shape: tuple[int, ...], noise_count: int, scheduler: str) -> None:
         """Validate user-given arrays against the run before any compute is spent."""
+        if len(self.generators) != shape[0]:
+            raise InputError(f"{len(self.generators)} random streams for {shape[0]} clips")
         if self.latents is not None and self.latents.shape != shape:
             raise InputError(f"latents has shape {self.latents.shape}, expected {shape} (samples x prompts, C, T, F)")
         if self.noise is None:
@@ -52,14 +67,17 @@ class NoiseSource:
                 raise InputError(f"noise[{i}] has shape {array.shape}, expected {shape}")
 
     def rows(self, start: int, stop: int) -> NoiseSource:
-        """The same source restricted to latent rows [start, stop): one batch of generate_for_batch."""
+        """The same source restricted to rows [start, stop): one batch of generate_for_batch."""
         latents = None if self.latents is None else self.latents[start:stop]
         noise = None if self.noise is None else [n[start:stop] for n in self.noise]
-        return NoiseSource(self.rng, latents, noise)
+        return NoiseSource(self.generators[start:stop], latents, noise)
+
+    def _draw(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.stack([rng.standard_normal(shape[1:], dtype=np.float32) for rng in self.generators])
 
     def initial(self, shape: tuple[int, ...]) -> np.ndarray:
-        return self.latents if self.latents is not None else self.rng.standard_normal(shape, dtype=np.float32)
+        return self.latents if self.latents is not None else self._draw(shape)
 
     def step(self, count: int, shape: tuple[int, ...]) -> np.ndarray:
-        """The `count`-th noise tensor of this run (0-based among drawing steps)."""
-        return self.noise[count] if self.noise is not None else self.rng.standard_normal(shape, dtype=np.float32)
+        """The `count`-th noise tensor of this run (0-based among noise-taking steps)."""
+        return self.noise[count] if self.noise is not None else self._draw(shape)

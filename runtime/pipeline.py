@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 from .backends.base import Component
 from .checks import assert_finite
 from .config import PipelineConfig
+from .errors import InputError
 from .noise import NoiseSource
 from .schedulers import Scheduler
-from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER
+from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER, DimRange
 from .tokenizer import PromptTokenizer
 
 
@@ -41,13 +42,27 @@ class TangoPipeline:
         tokenizer: PromptTokenizer,
         config: PipelineConfig,
         scheduler_config: dict,
-        min_text_len: int = 1,
+        ranges: Mapping[str, DimRange] | None = None,
     ):
         self.components = dict(components)
         self.tokenizer = tokenizer
         self.config = config
         self.scheduler_config = scheduler_config
-        self.min_text_len = min_text_len  # engines built for a fixed text length get prompts padded up to it
+        self.ranges = dict(ranges or {})  # the shapes an exported folder was declared for; empty: any
+        # engines built for a fixed text length get prompts padded up to it
+        self.min_text_len = self.ranges["text_len"].min if "text_len" in self.ranges else 1
+
+    def check_latent_frames(self, frames: int) -> None:
+        """Refuse a clip length the exported graphs were not declared for, in seconds and with the fix."""
+        declared = self.ranges.get("latent_frames")
+        if declared is None or declared.check(frames) is None:
+            return
+        low, high = self.config.duration(declared.min), self.config.duration(declared.max)
+        raise InputError(
+            f"duration {self.config.duration(frames):.2f} s ({frames} latent frames) is outside what this exported "
+            f"model accepts: {low:.2f} s to {high:.2f} s in steps of {self.config.duration(declared.multiple_of):.2f} "
+            "s; re-export with a wider range: tango-rt export --max-duration SECONDS"
+        )
 
     def encode_text(self, prompts: Sequence[str], samples: int, guided: bool) -> TextConditioning:
         """T5 embeddings; under CFG the "" prompt is padded to the prompts' length and goes first."""
@@ -66,16 +81,18 @@ class TangoPipeline:
         guidance: float,
         noise: NoiseSource,
         progress: bool = False,
+        latent_frames: int | None = None,
     ) -> np.ndarray:
         """Run the guided sampling loop and return the final latents (N, C, frames, bins)."""
         rows = len(text.embeddings) // (2 if text.guided else 1)
-        shape = self.config.latent_shape(rows)
+        shape = self.config.latent_shape(rows, latent_frames)
         scheduler.set_timesteps(steps)
         noise.check(shape, scheduler.noise_count(), scheduler.name)
         latents = noise.initial(shape) * np.float32(scheduler.init_noise_sigma)
         unet, scale, drawn = self.components[UNET], np.float32(guidance), 0
         for index, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc="denoising", leave=False)):
-            model_input = np.concatenate([latents, latents]) if text.guided else latents
+            model_input = scheduler.scale_model_input(latents, index)
+            model_input = np.concatenate([model_input, model_input]) if text.guided else model_input
             timestep = np.full(len(model_input), t, dtype=np.float32)
             output = unet(
                 sample=model_input,
@@ -106,8 +123,9 @@ class TangoPipeline:
         samples: int,
         noise: NoiseSource,
         progress: bool = False,
+        latent_frames: int | None = None,
     ) -> np.ndarray:
         """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ..."""
         text = self.encode_text(prompts, samples, guided=guidance > 1.0)
-        latents = self.denoise(text, scheduler, steps, guidance, noise, progress)
+        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames)
         return self.decode(latents)

@@ -38,13 +38,18 @@ VOCODER = "vocoder"
 COMPONENTS = (TEXT_ENCODER, UNET, VAE_DECODER, VOCODER)
 
 
+CONTENTS = ("normal", "token_ids", "mask", "timestep")
+
+
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output: its graph name, numpy dtype name and shape (ints or symbolic dimension names)."""
+    """One input or output: its graph name, numpy dtype name, shape (ints or symbolic dimension names) and the
+    kind of content a realistic sample holds (export traces and `check` feed such samples)."""
 
     name: str
     dtype: str
     shape: tuple[Dim, ...]
+    content: str = "normal"
 
     def resolve(self, dims: Mapping[str, int]) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else dims[d] for d in self.shape)
@@ -70,9 +75,6 @@ class DimRange:
             return f"{value} is not a multiple of {self.multiple_of}"
         return None
 
-    def scaled(self, factor: int) -> DimRange:
-        return DimRange(self.min * factor, self.opt * factor, self.max * factor, self.multiple_of * factor)
-
     def to_list(self) -> list[int]:
         return [self.min, self.opt, self.max, self.multiple_of]
 
@@ -81,28 +83,48 @@ class DimRange:
         return cls(*values)
 
 
+def dims(
+    config: PipelineConfig, batch: int, text_len: int, latent_frames: int | None = None, guided: bool = True
+) -> dict[str, int]:
+    """Every symbolic dimension of one call, from the three free ones: the only place the relations between
+    them (guidance doubles the batch, the VAE and vocoder scale the time axis) are written down."""
+    frames = config.latent_frames if latent_frames is None else latent_frames
+    mel = config.mel_frames(frames)
+    return {
+        "batch": batch,
+        "cfg_batch": (2 if guided else 1) * batch,
+        "text_len": text_len,
+        "latent_frames": frames,
+        "mel_frames": mel,
+        "samples": config.num_samples(mel),
+    }
+
+
+def ranges_between(low: Mapping[str, int], opt: Mapping[str, int], high: Mapping[str, int],
+                   multiples: Mapping[str, int] | None = None) -> dict[str, DimRange]:
+    """DimRanges of every dimension from three `dims` results."""
+    steps = multiples or {}
+    return {k: DimRange(low[k], opt[k], high[k], steps.get(k, 1)) for k in opt}
+
+
 @dataclass(frozen=True)
 class ShapeProfile:
     """The shapes an exported graph or engine is declared (and tested) for."""
 
     max_batch: int = DEFAULT_MAX_BATCH
     text_len: DimRange = DimRange(1, 32, 512)
-    latent_frames: DimRange | None = None  # None: 1/4 to 4x the model's default length
+    max_duration: float | None = None  # seconds; None: 4x the model's default length (40.96 s for Tango)
 
     def ranges(self, config: PipelineConfig) -> dict[str, DimRange]:
-        frames = self.latent_frames or DimRange(
-            config.unet_downsample, config.latent_frames, 4 * config.latent_frames, config.unet_downsample
-        )
-        text = DimRange(self.text_len.min, self.text_len.opt, min(self.text_len.max, config.tokenizer_max_length))
-        mel = frames.scaled(config.vae_upsample)
-        return {
-            "batch": DimRange(1, 1, self.max_batch),
-            "cfg_batch": DimRange(1, 2, 2 * self.max_batch),
-            "text_len": text,
-            "latent_frames": frames,
-            "mel_frames": mel,
-            "samples": DimRange(config.num_samples(mel.min), config.num_samples(mel.opt), config.num_samples(mel.max)),
-        }
+        block = config.unet_downsample
+        longest = 4 * config.latent_frames if self.max_duration is None else config.latent_frames_for(self.max_duration)
+        frames = DimRange(block, min(config.latent_frames, longest), longest, block)
+        text_max = min(self.text_len.max, config.tokenizer_max_length)
+        low = dims(config, 1, self.text_len.min, frames.min, guided=False)  # guidance <= 1: one row per clip
+        opt = dims(config, 1, self.text_len.opt, frames.opt)
+        high = dims(config, self.max_batch, text_max, frames.max)
+        multiples = {"latent_frames": frames.multiple_of, "mel_frames": frames.multiple_of * config.vae_upsample}
+        return ranges_between(low, opt, high, multiples)
 
 
 @dataclass(frozen=True)
@@ -127,17 +149,13 @@ class ComponentSpec:
             t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs + self.outputs
         }
 
-    def symbols(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for t in self.inputs:
-            seen.update((d, None) for d in t.shape if isinstance(d, str))
-        return list(seen)
-
     def infer_dims(self, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Bind symbolic dimensions to the feeds' sizes; raise InputError on a name, dtype or rank mismatch."""
         missing = [n for n in self.input_names if n not in feeds]
-        if missing:
-            raise InputError(f"{self.name}: missing input(s) {missing}; expected {self.input_names}")
+        unexpected = [n for n in feeds if n not in self.input_names]
+        if missing or unexpected:
+            raise InputError(f"{self.name}: missing input(s) {missing}, unexpected input(s) {unexpected}; "
+                             f"expected exactly {self.input_names}")
         dims: dict[str, int] = {}
         for t in self.inputs:
             array = feeds[t.name]
@@ -172,14 +190,14 @@ class ComponentSpec:
         feeds = {}
         for t in self.inputs:
             shape = t.resolve(dims)
-            if t.name == "input_ids":
-                feeds[t.name] = rng.integers(2, config.text_vocab_size, shape, dtype=np.int64)
-            elif t.name in ("attention_mask", "encoder_attention_mask"):
+            if t.content == "token_ids":
+                feeds[t.name] = rng.integers(2, config.text_vocab_size, shape).astype(t.dtype)
+            elif t.content == "mask":
                 mask = np.ones(shape, dtype=t.dtype)
                 for row in range(1, shape[0]):  # later rows padded, as the unconditional prompt is
                     mask[row, max(1, shape[1] - row) :] = 0
                 feeds[t.name] = mask
-            elif t.name == "timestep":
+            elif t.content == "timestep":
                 feeds[t.name] = np.full(shape, rng.integers(1, 1000), dtype=t.dtype)
             else:
                 feeds[t.name] = rng.standard_normal(shape, dtype=np.float32).astype(t.dtype)
@@ -194,8 +212,8 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
         TEXT_ENCODER: ComponentSpec(
             TEXT_ENCODER,
             inputs=(
-                TensorSpec("input_ids", "int64", ("cfg_batch", "text_len")),
-                TensorSpec("attention_mask", "int64", ("cfg_batch", "text_len")),
+                TensorSpec("input_ids", "int64", ("cfg_batch", "text_len"), "token_ids"),
+                TensorSpec("attention_mask", "int64", ("cfg_batch", "text_len"), "mask"),
             ),
             outputs=(TensorSpec("last_hidden_state", "float32", ("cfg_batch", "text_len", hidden)),),
         ),
@@ -203,9 +221,9 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
             UNET,
             inputs=(
                 TensorSpec("sample", "float32", ("cfg_batch", channels, *latent)),
-                TensorSpec("timestep", "float32", ("cfg_batch",)),
+                TensorSpec("timestep", "float32", ("cfg_batch",), "timestep"),
                 TensorSpec("encoder_hidden_states", "float32", ("cfg_batch", "text_len", hidden)),
-                TensorSpec("encoder_attention_mask", "bool", ("cfg_batch", "text_len")),
+                TensorSpec("encoder_attention_mask", "bool", ("cfg_batch", "text_len"), "mask"),
             ),
             outputs=(TensorSpec("noise_pred", "float32", ("cfg_batch", channels, *latent)),),
         ),

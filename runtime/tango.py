@@ -6,7 +6,8 @@
 
 Same defaults and return structure as the original; one deliberate difference: waveforms are clipped to the
 int16 range before conversion (the original wraps around at full scale). Extras are keyword-only: `scheduler`
-("ddpm" default, as the original, or "ddim"), `seed`, and `latents` / `noise` for exact replay.
+("ddpm" default, as the original; "dpm++", "unipc", ... see runtime/schedulers) with `scheduler_options`,
+`duration` in seconds, `seed`, and `latents` / `noise` for exact replay.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from .audio import to_int16
 from .checkpoint import DEFAULT_MODEL
 from .errors import InputError
 from .loader import load_pipeline
-from .noise import NoiseSource
+from .noise import NoiseSource, row_generators
 from .pipeline import TangoPipeline
-from .schedulers import Scheduler, make_scheduler
+from .schedulers import DEFAULT_SCHEDULER, Scheduler, make_scheduler
 
 
 def _check_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -57,8 +58,19 @@ def _check_seed(seed: Any) -> int | None:
     return seed
 
 
+def _check_duration(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"duration must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
 class Tango:
     """Text-to-audio generation with a Tango / Tango 2 model on any backend.
+
+    Not thread-safe: a Tango object owns its backends' sessions, buffers and CUDA streams, which one call at a
+    time may use. Serve concurrent requests through one worker that owns it (tango_rt.serving does).
 
     Args:
         model: Hub id (default declare-lab/tango2), local checkpoint folder in the original layout, an exported
@@ -86,8 +98,18 @@ class Tango:
     def sample_rate(self) -> int:
         return self.pipeline.config.sample_rate
 
-    def _scheduler(self, name: str) -> Scheduler:
-        return make_scheduler(name, self.pipeline.scheduler_config)
+    def scheduler(self, name: str = DEFAULT_SCHEDULER, **options: Any) -> Scheduler:
+        """A fresh sampler by name, built from this model's scheduler config (and diffusers-style options)."""
+        return make_scheduler(name, self.pipeline.scheduler_config, **options)
+
+    def latent_frames(self, duration: float | None) -> int:
+        """Latent frames for a clip of `duration` seconds (None: the original's 10.24 s), checked against the
+        exported model's declared range before any compute."""
+        duration = _check_duration(duration)
+        config = self.pipeline.config
+        frames = config.latent_frames if duration is None else config.latent_frames_for(duration)
+        self.pipeline.check_latent_frames(frames)
+        return frames
 
     def generate(
         self,
@@ -97,17 +119,23 @@ class Tango:
         samples: int = 1,
         disable_progress: bool = True,
         *,
-        scheduler: str = "ddpm",
+        scheduler: str = DEFAULT_SCHEDULER,
+        scheduler_options: Mapping[str, Any] | None = None,
+        duration: float | None = None,
         seed: int | None = None,
         latents: np.ndarray | None = None,
         noise: Sequence[np.ndarray] | None = None,
     ) -> np.ndarray:
         """One int16 waveform for `prompt`. As in the original, with samples > 1 the first sample is returned
-        (all samples are generated); use generate_for_batch([prompt], samples=n) to get every one."""
+        (all samples are generated); use generate_for_batch([prompt], samples=n) to get every one.
+
+        duration: seconds (default: the original's 10.24 s, 163872 samples); the clip is generated at the next
+        length the UNet accepts and trimmed to exactly round(duration * 16000) samples."""
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__} ({prompt!r})")
-        waves = self._generate([prompt], steps, guidance, samples, disable_progress, scheduler, seed, latents, noise)
-        return waves[0]
+        options = dict(scheduler=scheduler, scheduler_options=scheduler_options, duration=duration, seed=seed,
+                       latents=latents, noise=noise)
+        return self._generate([prompt], steps, guidance, samples, disable_progress, **options)[0]
 
     def generate_for_batch(
         self,
@@ -118,18 +146,23 @@ class Tango:
         batch_size: int = 8,
         disable_progress: bool = True,
         *,
-        scheduler: str = "ddpm",
+        scheduler: str = DEFAULT_SCHEDULER,
+        scheduler_options: Mapping[str, Any] | None = None,
+        duration: float | None = None,
         seed: int | None = None,
         latents: np.ndarray | None = None,
         noise: Sequence[np.ndarray] | None = None,
     ) -> list[np.ndarray] | list[list[np.ndarray]]:
         """int16 waveforms: a flat list with samples == 1, else one list of `samples` waveforms per prompt.
 
-        `latents` / `noise` cover all prompts x samples rows; they are split along with the prompts."""
+        Row r (prompt-major) draws from its own random stream (runtime/noise.py), so `batch_size` never changes
+        the audio. `latents` / `noise` cover all prompts x samples rows; they are split along with the prompts."""
         prompts = _check_prompts(prompts)
         batch_size = _check_int(batch_size, "batch_size")
         waves = self._generate(
-            prompts, steps, guidance, samples, disable_progress, scheduler, seed, latents, noise, batch_size
+            prompts, steps, guidance, samples, disable_progress, scheduler=scheduler,
+            scheduler_options=scheduler_options, duration=duration, seed=seed, latents=latents, noise=noise,
+            batch_size=batch_size,
         )
         outputs = list(waves)
         if samples == 1:
@@ -143,7 +176,10 @@ class Tango:
         guidance: Any,
         samples: Any,
         disable_progress: bool,
-        scheduler_name: str,
+        *,
+        scheduler: str,
+        scheduler_options: Mapping[str, Any] | None,
+        duration: Any,
         seed: Any,
         latents: np.ndarray | None,
         noise: Sequence[np.ndarray] | None,
@@ -151,15 +187,18 @@ class Tango:
     ) -> np.ndarray:
         steps, samples = _check_int(steps, "steps"), _check_int(samples, "samples")
         guidance = _check_guidance(guidance)
-        scheduler = self._scheduler(scheduler_name)
-        scheduler.set_timesteps(steps)
-        source = NoiseSource(np.random.default_rng(_check_seed(seed)), latents, noise)
-        source.check(self.pipeline.config.latent_shape(len(prompts) * samples), scheduler.noise_count(), scheduler.name)
+        sampler = self.scheduler(scheduler, **dict(scheduler_options or {}))
+        sampler.set_timesteps(steps)
+        frames = self.latent_frames(duration)
+        rows = len(prompts) * samples
+        source = NoiseSource(row_generators(_check_seed(seed), rows), latents, noise)
+        source.check(self.pipeline.config.latent_shape(rows, frames), sampler.noise_count(), sampler.name)
         batch_size = batch_size or len(prompts)
         starts = range(0, len(prompts), batch_size)
         waves = []
         for start in tqdm(starts, disable=disable_progress or len(starts) == 1, desc="batches"):
             batch = prompts[start : start + batch_size]
-            rows = source.rows(start * samples, (start + len(batch)) * samples)
-            waves.append(self.pipeline(batch, scheduler, steps, guidance, samples, rows, not disable_progress))
-        return to_int16(np.concatenate(waves))
+            part = source.rows(start * samples, (start + len(batch)) * samples)
+            waves.append(self.pipeline(batch, sampler, steps, guidance, samples, part, not disable_progress, frames))
+        audio = to_int16(np.concatenate(waves))
+        return audio if duration is None else audio[:, : self.pipeline.config.audio_samples(duration)]

@@ -71,7 +71,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_onnx(
         args.model, args.out, precision=args.precision, force=args.force, opset=args.opset,
-        profile=ShapeProfile(max_batch=args.max_batch),
+        profile=ShapeProfile(max_batch=args.max_batch, max_duration=args.max_duration),
     )
     print(out)
     return 0
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "quantizes the UNet's MatMul weights dynamically, a separate option with its own accuracy")
     exp.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                      help="clips per denoising call (prompts x samples) the graphs are declared for")
+    exp.add_argument("--max-duration", type=float, default=None,
+                     help="longest clip in seconds the graphs are declared for (default 4x the model's 10.24 s)")
     exp.add_argument("--opset", type=int, default=17)
     exp.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
 

@@ -28,18 +28,24 @@ OPTIMIZATION_LEVELS = {
 
 
 def resolve_providers(device: str | None, providers: Sequence[str] | None) -> list[str]:
-    """Explicit providers win; else CUDA when the device asks for it (or is unset and CUDA is there), else CPU."""
+    """Explicit providers (which must agree with an explicit device); else CUDA when the device asks for it (or is
+    unset and CUDA is there), else CPU."""
     available = ort.get_available_providers()
     if providers:
         missing = [p for p in providers if p not in available]
         if missing:
-            raise BackendError(f"onnxruntime providers {missing} are not available here (available: {available})")
+            raise BackendError(f"onnxruntime providers {missing} are not available here (available: {available}); "
+                               "GPU providers come with: pip install 'tango-rt[onnxruntime-gpu]'")
+        on_gpu = providers[0] in GPU_PROVIDERS
+        if device is not None and on_gpu != device.startswith("cuda"):
+            raise BackendError(f"device {device!r} contradicts the onnxruntime providers {list(providers)}: "
+                               "give one of them, or make them agree")
         return list(providers)
     wants_cuda = device is not None and device.startswith("cuda")
     if wants_cuda and "CUDAExecutionProvider" not in available:
         raise BackendError(
             f"device {device!r} needs onnxruntime's CUDAExecutionProvider, but this onnxruntime has {available}: "
-            "pip install onnxruntime-gpu"
+            "pip install 'tango-rt[onnxruntime-gpu]'"
         )
     if wants_cuda or (device is None and "CUDAExecutionProvider" in available):
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]

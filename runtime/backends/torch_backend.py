@@ -1,9 +1,9 @@
 """The PyTorch backend: the reference path (float32, CPU or CUDA) and the GPU fallback without TensorRT.
 
-On CUDA it is also the fast path for machines without TensorRT: FP16 weights and activations (T5 kept in FP32,
-as transformers intends, and the VAE's mid-block attention upcast), scaled dot-product attention (diffusers'
-default processor: fused kernels with FP32 softmax accumulation), optional CUDA graphs (one capture per input
-shape after a warm-up run) and optional torch.compile.
+On CUDA it is also the fast path for machines without TensorRT: FP16 weights and activations with the FP32
+islands of the precision policy (runtime/precision.py: T5 whole, the VAE's mid-block attention), scaled
+dot-product attention (diffusers' default processor: fused kernels with FP32 softmax accumulation), optional
+CUDA graphs (one capture per input shape after a warm-up run) and optional torch.compile.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..errors import BackendError
-from ..specs import TEXT_ENCODER, UNET, VAE_DECODER, ComponentSpec, component_specs
+from ..precision import PRECISION_POLICY
+from ..specs import UNET, ComponentSpec, component_specs
 from .base import Component
 from .torch_models import ModelBuilder
 
@@ -68,8 +69,9 @@ class TorchComponent(Component):
     backend = "torch"
 
     def __init__(self, spec: ComponentSpec, module: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+        """`module` is already on `device` in `dtype` (with its FP32 islands): see wrap_modules."""
         super().__init__(spec)
-        self.module = module.to(device=device, dtype=dtype)
+        self.module = module
         self.device, self.dtype = device, dtype
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -130,9 +132,9 @@ def load_components(
     cuda_graph: bool = False,
     compile: bool | str = False,
 ) -> dict[str, Component]:
-    """Torch components for `names`. FP16 applies to the UNet, VAE and vocoder (T5 overflows in FP16 and stays
-    FP32; the VAE's mid-block attention is upcast). cuda_graph captures the UNet; compile wraps the UNet in
-    torch.compile (True: default mode, or a mode name such as "max-autotune")."""
+    """Torch components for `names`. FP16 follows the precision policy (T5 stays FP32, the policy's modules are
+    upcast). cuda_graph captures the UNet; compile wraps the UNet in torch.compile (True: default mode, or a
+    mode name such as "max-autotune")."""
     specs = component_specs(checkpoint.pipeline_config())
     _check_options(precision, resolve_device(device), cuda_graph)
     modules = ModelBuilder(checkpoint).build(list(names))
@@ -160,12 +162,15 @@ def wrap_modules(
     _check_options(precision, target, cuda_graph)
     components: dict[str, Component] = {}
     for name, module in modules.items():
-        dtype = torch.float32 if name == TEXT_ENCODER else PRECISIONS[precision]
+        policy = PRECISION_POLICY[name]
+        dtype = torch.float32 if policy.whole_graph_fp32 else PRECISIONS[precision]
+        module.to(device=target, dtype=dtype)  # in place; then the policy's islands go back to FP32
+        if dtype != torch.float32:
+            submodules = dict(module.named_modules())
+            for island in policy.fp32_modules(submodules):
+                upcast(submodules[island])
         if name == UNET and compile:
             module = torch.compile(module, mode=None if compile is True else compile)
         kind = CudaGraphComponent if name == UNET and cuda_graph else TorchComponent
         components[name] = kind(specs[name], module, target, dtype)
-        if name == VAE_DECODER and dtype == torch.float16:
-            for attention in module.vae.decoder.mid_block.attentions:
-                upcast(attention)
     return components

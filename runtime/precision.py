@@ -1,0 +1,71 @@
+"""The precision policy: which parts of each network stay FP32 when the rest runs in FP16.
+
+One policy, read by every reduced-precision path:
+- the ONNX FP16 export (`export/precision.py`): nodes whose names match `onnx_nodes` keep FP32, with Casts
+  around them; a `whole_graph_fp32` network is exported FP32;
+- the INT8 dynamic quantization of the UNet for CPUs: the same nodes are left unquantized;
+- the torch FP16 path (`backends/torch_backend.py`): modules whose qualified names match `torch_modules` run in
+  FP32 through casting hooks; a `whole_graph_fp32` network keeps FP32 weights.
+TensorRT engines take no part: TensorRT builds strongly typed networks, so an engine computes in the types its
+ONNX graph declares, which means an engine built from an FP16 export inherits that export's FP32 islands.
+
+Why these parts:
+- text encoder: Flan-T5 overflows in FP16 (NaN after a few layers), so the whole network stays FP32.
+- UNet: the model sets `upcast_attention: true` (SD-2-style attention needs FP32 scores and softmax), and the
+  sinusoidal time embedding takes sin/cos of t * freq (up to ~1000 rad), a phase FP16 cannot resolve. In torch,
+  diffusers computes the time embedding in FP32 itself and SDPA's fused kernels accumulate the softmax in FP32,
+  so no torch module needs hooks; the exported graph has no such guarantees, hence the ONNX node patterns.
+- VAE decoder: the mid-block attention over 4096 tokens (single head) is the overflow risk.
+- vocoder: HiFi-GAN's convolutions are well-conditioned in FP16.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """FP32 islands of one network, as ONNX node-name and torch module-name patterns (re.search)."""
+
+    whole_graph_fp32: bool = False
+    onnx_nodes: tuple[str, ...] = ()
+    torch_modules: tuple[str, ...] = ()
+
+    def fp32_nodes(self, node_names: Iterable[str]) -> list[str]:
+        """ONNX nodes (names as the TorchScript exporter writes module scopes) that stay FP32."""
+        return [n for n in node_names if self.whole_graph_fp32 or any(re.search(p, n) for p in self.onnx_nodes)]
+
+    def fp32_modules(self, module_names: Iterable[str]) -> list[str]:
+        """torch modules (qualified names from named_modules) that run in FP32 inside an FP16 network."""
+        return [n for n in module_names if any(re.search(p, n) for p in self.torch_modules)]
+
+
+PRECISION_POLICY: dict[str, PrecisionPolicy] = {
+    TEXT_ENCODER: PrecisionPolicy(whole_graph_fp32=True),
+    UNET: PrecisionPolicy(
+        onnx_nodes=(
+            r"/time_proj/",  # sinusoidal timestep embedding
+            r"/attn[12]/(MatMul|Softmax|Mul|Div|Sqrt|Add|Where)(_\d+)?$",  # q*s, k*s, q@k, +mask, softmax, @v
+        ),
+    ),
+    VAE_DECODER: PrecisionPolicy(
+        onnx_nodes=(r"/mid_block/attentions\.\d+/",),
+        torch_modules=(r"(^|\.)decoder\.mid_block\.attentions\.\d+$",),
+    ),
+    VOCODER: PrecisionPolicy(),
+}
+
+
+def component_precision(precision: str, name: str) -> str:
+    """What a model-wide precision means for one network: reduced precisions spare whole-FP32 networks (T5);
+    int8 is the UNet's MatMul weights only (a CPU option)."""
+    if PRECISION_POLICY[name].whole_graph_fp32:
+        return "fp32"
+    if precision == "int8":
+        return "int8-dynamic" if name == UNET else "fp32"
+    return precision

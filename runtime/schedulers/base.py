@@ -1,0 +1,107 @@
+"""The sampler interface the diffusion loop drives, in diffusers' shape.
+
+    scheduler.set_timesteps(steps)                       # fresh run: grid and multistep state reset
+    latents = initial_noise * scheduler.init_noise_sigma
+    for i, t in enumerate(scheduler.timesteps):
+        model_input = scheduler.scale_model_input(latents, i)
+        output = unet(model_input, t, ...)
+        noise = noise_source.step(...) if scheduler.needs_noise(i) else None
+        latents = scheduler.step(output, i, latents, noise)
+
+Samplers never draw random numbers: a stochastic one says which steps need a standard-normal tensor
+(`needs_noise`) and the loop hands it one from its NoiseSource, so any run can be replayed from its seed or from
+recorded noise. A scheduler holds per-run state (multistep history): one instance per generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .config import F32, SchedulerConfig, alphas_cumprod, check_steps, default_scheduler_config
+
+
+class Scheduler:
+    """Base class: the config, the alpha table, and the default (identity) hooks."""
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}  # where this sampler's diffusers class has other defaults
+    forced: ClassVar[dict[str, Any]] = {}  # what the sampler's name fixes (dpm++sde: the SDE algorithm)
+
+    def __init__(self, config: SchedulerConfig | dict[str, Any] | None = None, **options: Any):
+        if config is None:
+            config = default_scheduler_config()
+        if isinstance(config, SchedulerConfig):
+            config = {k: v for k, v in vars(config).items() if v is not None}
+        self.config = SchedulerConfig.from_dict(config, self.defaults, {**options, **self.forced})
+        self.validate()
+        self.alphas_cumprod = alphas_cumprod(self.config)
+        self.timesteps = np.zeros(0, dtype=np.int64)
+        self.init_noise_sigma = 1.0
+
+    def validate(self) -> None:
+        """Refuse config values this sampler does not implement (diffusers would do something we do not)."""
+        self.config.require("prediction_type", ("epsilon", "v_prediction", "sample"))
+        self.config.require("timestep_spacing", ("leading", "trailing", "linspace"))
+        self.config.require("thresholding", (False,))
+
+    def set_timesteps(self, steps: int) -> np.ndarray:
+        check_steps(self.config, steps)
+        self.timesteps = self._grid(steps)
+        self.reset()
+        return self.timesteps
+
+    def _grid(self, steps: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Clear per-run state (multistep history)."""
+
+    def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
+        """What the UNet sees at step `index` (sigma-based samplers divide by sqrt(sigma^2 + 1))."""
+        return sample
+
+    def needs_noise(self, index: int) -> bool:
+        """Whether step `index` takes a standard-normal tensor."""
+        return False
+
+    def noise_count(self) -> int:
+        return sum(self.needs_noise(i) for i in range(len(self.timesteps)))
+
+    def step(self, model_output: np.ndarray, index: int, sample: np.ndarray,
+             noise: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _noise(self, noise: np.ndarray | None, index: int) -> np.ndarray:
+        if noise is None:
+            from ..errors import InputError
+
+            raise InputError(f"{self.name} step {index} (t={self.timesteps[index]}) needs a noise tensor")
+        return noise
+
+
+def discrete_grid(config: SchedulerConfig, steps: int, dtype=np.int64, round_linspace: bool = True) -> np.ndarray:
+    """`steps` timesteps, as DDPM / DDIM / Euler space them (diffusers' timestep_spacing)."""
+    n = config.num_train_timesteps
+    if config.timestep_spacing == "leading":
+        ts = (np.arange(steps) * (n // steps)).round()[::-1].astype(dtype) + dtype(config.steps_offset)
+    elif config.timestep_spacing == "trailing":
+        ts = np.round(np.arange(n, 0, -n / steps)).astype(dtype) - dtype(1)
+    elif round_linspace:
+        ts = np.linspace(0, n - 1, steps).round()[::-1].astype(dtype)
+    else:
+        ts = np.linspace(0, n - 1, steps, dtype=F32)[::-1].astype(dtype)
+    return ts.copy()
+
+
+def solver_grid(config: SchedulerConfig, steps: int, last_timestep: int) -> np.ndarray:
+    """`steps` timesteps, as the multistep solvers space them (steps + 1 points, the last dropped)."""
+    if config.timestep_spacing == "linspace":
+        ts = np.linspace(0, last_timestep - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+    elif config.timestep_spacing == "leading":
+        ratio = last_timestep // (steps + 1)
+        ts = (np.arange(steps + 1) * ratio).round()[::-1][:-1].astype(np.int64) + config.steps_offset
+    else:
+        ts = np.arange(last_timestep, 0, -config.num_train_timesteps / steps).round().astype(np.int64) - 1
+    return ts.copy()
