@@ -1,8 +1,14 @@
 """`tango-rt bench`: per-stage latency, real-time factor, throughput and memory for several backends, one run.
 
-Each variant runs in a child process of its own, one after another, so that its peak memory is its own and a
-lean variant never imports torch; timings are wall-clock around each stage of real generations. Speed is
-reported as a ratio against the torch (eager, FP32) variant of the same run: these machines are noisy.
+Each variant runs in a child process of its own (benchmarks/child.py), one after another, so that its peak
+memory is its own and a lean variant never imports torch; timings are wall-clock around each stage of real
+generations. Every variant also runs the UNet once on one fixed input, and the report gives its error against
+the baseline variant's output (cosine, SNR, max rel): precision and speed in one table. Speed is reported as a
+ratio against the baseline (the first variant) of the same run: these machines are noisy.
+
+Variants are `backend[:precision][+graph]` with backends and precisions from the backend registry
+(runtime/backends/registry.py); `+graph` replays the UNet from CUDA graphs where the backend offers it. Presets
+bundle the variants of one question (`--preset gpu`: every GPU path of the former GPU check script).
 """
 
 from __future__ import annotations
@@ -11,37 +17,61 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from ..export.check import compare
 from ..runtime.artifacts import is_artifact, open_artifact
+from ..runtime.backends.registry import get_backend
+from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import InputError, TangoError
+from ..runtime.schedulers import SCHEDULER_NAMES
 from .machine import machine_info
 from .stats import speedup
 
 PROMPT = "An audience cheering and clapping"
-BASELINE = "torch"
 DEFAULT_WORK = Path.home() / ".cache" / "tango-rt" / "bench"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PRESETS = {
+    "gpu": {"backends": "torch,torch:fp16,torch:fp16+graph,onnxruntime:fp16,tensorrt", "device": "cuda",
+            "random_weights": "full", "steps": 20, "batch": "1"},
+    "cpu": {"backends": "torch,onnxruntime,onnxruntime:int8", "device": "cpu", "random_weights": "full",
+            "steps": 2, "batch": "1,2"},
+}
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A backend at a precision: "torch", "torch:fp16", "onnxruntime", "onnxruntime:int8", "tensorrt", ..."""
+    """A backend at a precision, optionally with CUDA graphs: "torch", "torch:fp16+graph", "tensorrt", ..."""
 
     name: str
     backend: str
     precision: str
+    cuda_graph: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        backend, _, precision = text.strip().partition(":")
-        precision = precision or "fp32"
-        allowed = {"torch": ("fp32", "fp16"), "onnxruntime": ("fp32", "fp16", "int8"), "tensorrt": ("fp16", "fp32")}
-        if backend not in allowed or precision not in allowed[backend]:
-            choices = [f"{b}:{p}" for b, ps in allowed.items() for p in ps]
-            raise InputError(f"unknown bench variant {text!r}; choose from {choices}")
-        return cls(text.strip(), backend, precision)
+        spec = text.strip()
+        body, graph = (spec[: -len("+graph")], True) if spec.endswith("+graph") else (spec, False)
+        name, _, precision = body.partition(":")
+        try:
+            backend = get_backend(name)
+        except TangoError:
+            backend = None
+        precision = precision or (backend.default_precision if backend else "")
+        if backend is None or precision not in backend.precisions or (graph and "cuda_graph" not in backend.options):
+            from ..runtime.backends.registry import BACKENDS
+
+            choices = [f"{b.name}:{p}" for b in BACKENDS.values() for p in b.precisions]
+            raise InputError(f"unknown bench variant {text!r}; choose from {choices} (add +graph for CUDA graphs "
+                             "where the backend has them)")
+        return cls(spec, backend.name, precision, graph)
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}" + (" + CUDA graph" if self.cuda_graph else "")
 
 
 @dataclass
@@ -52,56 +82,76 @@ class BenchConfig:
     steps: int = 10
     scheduler: str = "ddim"
     guidance: float = 3.0
+    duration: float | None = None
     warmup: int = 1
     repeat: int = 3
     device: str | None = None
     prompt: str = PROMPT
+    preset: str | None = None
+    extra: dict = field(default_factory=dict)
 
 
-def onnx_folder(source: str, precision: str, work: Path) -> Path:
-    """An ONNX export of `source` at `precision`: the source itself when it is one, else a cached export."""
+def onnx_folder(source: str, precision: str, work: Path, max_batch: int) -> Path:
+    """An ONNX export of `source` at `precision` declared for `max_batch` clips per call: the source itself when
+    it is one, else a cached export (re-exported when the cached one's batch range is too small)."""
     from ..export.onnx_export import reuse_or_export
 
     if is_artifact(source):
-        have = open_artifact(source).manifest.get("precision")
+        artifact = open_artifact(source)
+        have = artifact.manifest.get("precision")
         if have != precision:
             raise InputError(f"{source} is a {have} export; this variant needs a {precision} one")
+        if artifact.ranges["batch"].max < max_batch:
+            raise InputError(f"{source} is declared for at most {artifact.ranges['batch'].max} clips per call; "
+                             f"--batch {max_batch} needs a re-export with --max-batch {max_batch}")
         return Path(source)
-    return reuse_or_export(source, work / f"{source.replace('/', '_').replace(':', '-')}-{precision}", precision)
+    folder = work / f"{source.replace('/', '_').replace(':', '-')}-{precision}"
+    return reuse_or_export(source, folder, precision, max_batch=max(max_batch, DEFAULT_MAX_BATCH))
 
 
 def prepare(config: BenchConfig, work: Path) -> dict[str, dict]:
     """Child job per variant: which model folder, backend and options it loads."""
     jobs = {}
+    max_batch = max(config.batches)
     for variant in map(Variant.parse, config.variants):
-        if variant.backend == "torch":
-            model, options = config.model, {"precision": variant.precision}
-        elif variant.backend == "onnxruntime":
-            model, options = str(onnx_folder(config.model, variant.precision, work)), {}
+        backend = get_backend(variant.backend)
+        options: dict = {"cuda_graph": True} if variant.cuda_graph else {}
+        if backend.loads_from == "checkpoint":
+            model = config.model
+            options["precision"] = variant.precision
         else:
+            model = str(onnx_folder(config.model, variant.precision, work, max_batch))
+        if backend.artifact_format == "tensorrt":
             from ..engines.build import reuse_or_build
 
-            onnx = onnx_folder(config.model, variant.precision, work)
-            model, options = str(reuse_or_build(onnx, onnx.parent / f"{onnx.name}-engines")), {}
-        jobs[variant.name] = {"variant": asdict(variant), "model": model, "options": options,
-                              "config": asdict(config)}
+            model = str(reuse_or_build(Path(model), Path(model).parent / f"{Path(model).name}-engines"))
+        jobs[variant.name] = {"variant": asdict(variant), "label": variant.label, "model": model,
+                              "options": options, "config": asdict(config),
+                              "probe": str(work / f"probe-{len(jobs)}.npy")}
     return jobs
 
 
 def run_child(job: dict) -> dict:
-    """Measure one variant in a fresh interpreter; its JSON result comes back on stdout."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tango_rt.benchmarks.child", json.dumps(job)],
-        stdout=subprocess.PIPE, stderr=None, text=True,
-    )
-    if result.returncode != 0:
-        return {"error": f"variant {job['variant']['name']} failed (exit {result.returncode}); see stderr above"}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """Measure one variant in a fresh interpreter; its JSON result comes back on stdout, its log on stderr (shown
+    as it runs, and its tail kept in the error when the child fails)."""
+    process = subprocess.Popen([sys.executable, "-m", "tango_rt.benchmarks.child", json.dumps(job)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tail: list[str] = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        sys.stderr.write(line)
+        tail = [*tail[-19:], line.rstrip()]
+    stdout = process.stdout.read() if process.stdout else ""
+    if process.wait() != 0:
+        reason = next((line for line in reversed(tail) if line.strip()), "no output")
+        return {"error": f"variant {job['variant']['name']} failed (exit {process.returncode}): {reason}",
+                "stderr_tail": tail}
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
-def ratios(variants: dict[str, dict]) -> dict:
-    """Speed-up of every variant over the torch baseline, per batch size and stage (median per generation)."""
-    base = variants.get(BASELINE)
+def ratios(variants: dict[str, dict], baseline: str) -> dict:
+    """Speed-up of every variant over the baseline, per batch size and stage (median per generation)."""
+    base = variants.get(baseline)
     if not base or "error" in base:
         return {}
     table: dict = {}
@@ -119,43 +169,72 @@ def ratios(variants: dict[str, dict]) -> dict:
     return table
 
 
+def probe_errors(jobs: dict[str, dict], results: dict[str, dict], baseline: str) -> None:
+    """Each variant's UNet output on the shared probe input against the baseline's: cosine, SNR, max rel."""
+    reference_path = Path(jobs[baseline]["probe"])
+    if not reference_path.is_file():
+        return
+    reference = np.load(reference_path)
+    for name, job in jobs.items():
+        path = Path(job["probe"])
+        if "error" not in results[name] and path.is_file():
+            results[name]["unet_vs_baseline"] = compare(np.load(path), reference)
+
+
 def run_bench(config: BenchConfig, work: Path = DEFAULT_WORK, command: str = "") -> dict:
-    if BASELINE not in config.variants:
-        print(f"note: no '{BASELINE}' variant: no speed-up ratios will be reported", file=sys.stderr)
     machine = machine_info()  # before the run: the revision measured, not one edited meanwhile
+    work.mkdir(parents=True, exist_ok=True)
     jobs = prepare(config, work)
+    baseline = next(iter(jobs))
     results = {}
     for index, (name, job) in enumerate(jobs.items(), 1):
         print(f"[{index}/{len(jobs)}] {name}: measuring ...", file=sys.stderr, flush=True)
         results[name] = run_child(job)
+    probe_errors(jobs, results, baseline)
     return {
         "schema_version": SCHEMA_VERSION,
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine,
         "config": asdict(config),
+        "baseline": baseline,
         "variants": results,
-        "speedup_vs_torch": ratios(results),
+        "speedup_vs_baseline": ratios(results, baseline),
     }
+
+
+def _settings(args) -> dict:
+    """Command-line values over the preset's over the defaults."""
+    preset = PRESETS.get(args.preset, {}) if args.preset else {}
+    if args.preset and args.preset not in PRESETS:
+        raise InputError(f"unknown preset {args.preset!r}; choose from {sorted(PRESETS)}")
+    given = {k: getattr(args, k) for k in ("backends", "device", "random_weights", "steps", "batch")}
+    return {k: given[k] if given[k] is not None else preset.get(k) for k in given}
 
 
 def main(args) -> int:
     """Entry point of `tango-rt bench` (arguments parsed by tango_rt.cli)."""
     from .report import write_reports
 
-    if args.random_weights and args.model:
+    settings = _settings(args)
+    if settings["random_weights"] and args.model:
         raise InputError("give either --model or --random-weights, not both")
-    model = f"random:{args.random_weights}" if args.random_weights else (args.model or "declare-lab/tango2")
+    weights = settings["random_weights"]
+    model = f"random:{weights}" if weights else (args.model or "declare-lab/tango2")
     try:
-        batches = [int(b) for b in str(args.batch).split(",")]
+        batches = [int(b) for b in str(settings["batch"] or "1").split(",")]
     except ValueError:
-        raise InputError(f"--batch takes comma-separated integers, got {args.batch!r}") from None
+        raise InputError(f"--batch takes comma-separated integers, got {settings['batch']!r}") from None
+    backends = settings["backends"] or "torch,onnxruntime"
     config = BenchConfig(
-        model=model, variants=[v.strip() for v in args.backends.split(",") if v.strip()], batches=batches,
-        steps=args.steps, scheduler=args.scheduler, warmup=args.warmup, repeat=args.repeat, device=args.device,
+        model=model, variants=[v.strip() for v in backends.split(",") if v.strip()], batches=batches,
+        steps=settings["steps"] or 10, scheduler=args.scheduler, duration=args.duration, warmup=args.warmup,
+        repeat=args.repeat, device=settings["device"], preset=args.preset,
     )
     for variant in config.variants:
         Variant.parse(variant)
+    if args.scheduler not in SCHEDULER_NAMES:
+        raise InputError(f"unknown scheduler {args.scheduler!r}; choose from {list(SCHEDULER_NAMES)}")
     if min(batches) < 1 or config.repeat < 1 or config.steps < 1 or config.warmup < 0:
         raise InputError("--batch, --repeat and --steps must be >= 1, --warmup >= 0")
     command = "tango-rt bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "tango-rt bench"

@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
+from ..runtime.specs import UNET, component_specs, dims
 from ..runtime.tango import Tango
-from .instrument import STAGES, Recorder, instrument
+from ..runtime.instrument import STAGES, Recorder, instrument
 from .stats import summarize
 
+PROBE_TEXT_LEN = 32  # the UNet probe: one guided step at batch 1, 32 tokens, the default clip length
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process. Linux's VmHWM belongs to the process image, so it starts afresh at
-    exec; ru_maxrss would also count the parent's memory at fork time."""
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process (Linux VmHWM: it belongs to the process image, so it starts afresh
+    at exec, where ru_maxrss would count the parent's memory at fork). None where /proc is not there."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
 
 
 def _gpu_memory() -> dict | None:
@@ -48,21 +51,30 @@ def _gpu_memory() -> dict | None:
     return memory or None
 
 
+def probe_unet(tango: Tango, path: str) -> None:
+    """The UNet on one fixed input (same seed in every variant), saved for the parent's error column."""
+    config = tango.pipeline.config
+    feeds = component_specs(config)[UNET].sample_inputs(dims(config, 1, PROBE_TEXT_LEN), config, seed=0)
+    np.save(path, tango.pipeline.components[UNET](**feeds))
+
+
 def measure(job: dict) -> dict:
     config, variant = job["config"], job["variant"]
     started = time.perf_counter()
     tango = Tango(job["model"], device=config["device"], backend=variant["backend"], **job["options"])
     load_s = time.perf_counter() - started
+    probe_unet(tango, job["probe"])
     recorder = Recorder()
     instrument(tango.pipeline, recorder)
-    audio_s = tango.pipeline.config.num_samples(tango.pipeline.config.mel_frames()) / tango.sample_rate
+    frames = tango.latent_frames(config["duration"])
+    audio_s = config["duration"] or tango.pipeline.config.duration(frames)
     batches = {}
     for batch in config["batches"]:
         prompts = [config["prompt"]] * batch
 
         def generate(seed: int, prompts=prompts, batch=batch) -> None:
-            tango.generate_for_batch(prompts, steps=config["steps"], guidance=config["guidance"],
-                                     batch_size=batch, scheduler=config["scheduler"], seed=seed)
+            tango.generate_for_batch(prompts, steps=config["steps"], guidance=config["guidance"], batch_size=batch,
+                                     scheduler=config["scheduler"], duration=config["duration"], seed=seed)
             recorder.end_generation()
 
         for seed in tqdm(range(config["warmup"]), desc=f"{variant['name']} batch {batch} warm-up", leave=False):
@@ -83,10 +95,11 @@ def measure(job: dict) -> dict:
         }
     return {
         "variant": variant,
-        "label": f"{variant['backend']} {variant['precision']}",
+        "label": job["label"],
         "model": job["model"],
         "providers_or_device": _device(tango),
         "load_s": load_s,
+        "latent_frames": frames,
         "audio_seconds_per_clip": audio_s,
         "peak_rss_mb": peak_rss_mb(),
         "gpu_memory": _gpu_memory(),
@@ -96,7 +109,7 @@ def measure(job: dict) -> dict:
 
 
 def _device(tango: Tango) -> str:
-    component = tango.pipeline.components["unet"]
+    component = tango.pipeline.components[UNET]
     target = getattr(component, "_target", component)
     if hasattr(target, "session"):
         return ",".join(target.session.get_providers())

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from .instrument import STAGES
+from ..runtime.instrument import STAGES
+
+
+def _db(value: float) -> str:
+    return "ref" if value == float("inf") else f"{value:.1f}"
 
 
 def _fmt(value: float | None, unit: str = "s") -> str:
@@ -17,17 +22,19 @@ def _fmt(value: float | None, unit: str = "s") -> str:
 def table(result: dict) -> str:
     """One row per variant and batch size: per-generation stage medians, end-to-end, RTF, memory, speed-ups."""
     config = result["config"]
+    duration = f"{config['duration']} s clips" if config.get("duration") else "10.24 s clips"
     lines = [
-        f"tango-rt bench: {config['model']}, {config['steps']} {config['scheduler']} steps, "
+        f"tango-rt bench: {config['model']}, {config['steps']} {config['scheduler']} steps, {duration}, "
         f"guidance {config['guidance']}, warm-up {config['warmup']}, repeat {config['repeat']}",
         f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores); "
         f"GPUs: {', '.join(result['machine']['gpus']) or 'none'}",
         "",
         "| variant | batch | load s | tokenize s | text enc s | UNet step s (median / p95) | VAE s | vocoder s "
-        "| end-to-end s | RTF | clips/s | peak RSS MB | GPU MB | speed-up e2e | speed-up UNet step |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| end-to-end s | RTF | clips/s | peak RSS MB | GPU MB | speed-up e2e | speed-up UNet step "
+        "| UNet cosine / SNR dB vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    speedups = result.get("speedup_vs_torch", {})
+    speedups = result.get("speedup_vs_baseline", {})
     for name, v in result["variants"].items():
         if "error" in v:
             lines.append(f"| {name} | - | {v['error']} |")
@@ -37,17 +44,22 @@ def table(result: dict) -> str:
         for batch, run in v["batches"].items():
             gen, step = run["per_generation"], run["stages"]["unet_step"]
             ratio = speedups.get(name, {}).get(batch, {})
+            error = v.get("unet_vs_baseline")
+            accuracy = "-" if not error else ("NaN/Inf" if not error["finite"] else
+                                              f"{error['cosine']:.6f} / {_db(error['snr_db'])}")
+            rss = "-" if v["peak_rss_mb"] is None else f"{v['peak_rss_mb']:.0f}"
             lines.append(
                 f"| {name} | {batch} | {v['load_s']:.1f} | {_fmt(gen['tokenize'].get('median'))} | "
                 f"{_fmt(gen['text_encoder'].get('median'))} | {_fmt(step.get('median'))} / {_fmt(step.get('p95'))} | "
                 f"{_fmt(gen['vae_decoder'].get('median'))} | {_fmt(gen['vocoder'].get('median'))} | "
                 f"{_fmt(run['end_to_end']['median'])} | {run['rtf']:.3f} | {run['throughput_clips_per_s']:.3f} | "
-                f"{v['peak_rss_mb']:.0f} | {'-' if gpu is None else f'{gpu:.0f}'} | "
-                f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} |"
+                f"{rss} | {'-' if gpu is None else f'{gpu:.0f}'} | "
+                f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} | {accuracy} |"
             )
     lines += ["", "Stage times are medians per generation (the UNet column is per step); RTF = seconds of audio "
-              "per second of compute; speed-ups are against the torch variant of this run. GPU MB: torch's "
-              "allocator peak, else the process's device memory from nvidia-smi."]
+              f"per second of compute; speed-ups and UNet errors are against the baseline, {result['baseline']}, "
+              "of this run (the UNet error on one fixed input). GPU MB: torch's allocator peak, else the "
+              "process's device memory from nvidia-smi."]
     return "\n".join(lines)
 
 
@@ -59,6 +71,7 @@ def chart(result: dict, path: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        print("note: chart.png not written: matplotlib is missing (pip install 'tango-rt[bench]')", file=sys.stderr)
         return None
     names = [n for n, v in result["variants"].items() if "error" not in v]
     if not names:

@@ -19,17 +19,16 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
+from ..export.check import compare
 from ..export.onnx_export import reuse_or_export
 from ..runtime.artifacts import open_artifact
 from ..runtime.checkpoint import load_checkpoint
-from ..runtime.specs import UNET, component_specs
+from ..runtime.specs import UNET, component_specs, dims
 from .machine import machine_info
 from .stats import speedup, summarize
 
 MODEL = "random:full"
-DIMS = {"cfg_batch": 2, "text_len": 32, "latent_frames": 256}
+BATCH, TEXT_LEN = 1, 32  # one guided step (the UNet sees 2 rows), 32 tokens, the default clip length
 
 
 def ort_profile(path: Path, feeds: dict, threads: int) -> dict[str, float]:
@@ -89,13 +88,6 @@ def count_flops(module, args) -> int:
     return counter.get_total_flops()
 
 
-def error_stats(output: np.ndarray, reference: np.ndarray) -> dict:
-    diff = np.abs(output - reference)
-    cosine = float(np.dot(output.ravel(), reference.ravel()) / (np.linalg.norm(output) * np.linalg.norm(reference)))
-    return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / np.abs(reference).max()),
-            "mean_abs": float(diff.mean()), "cosine": cosine}
-
-
 def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     import torch
 
@@ -105,7 +97,8 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     machine = machine_info()
     checkpoint = load_checkpoint(MODEL)
     config = checkpoint.pipeline_config()
-    feeds = component_specs(config)[UNET].sample_inputs(DIMS, config)
+    shape = dims(config, BATCH, TEXT_LEN)
+    feeds = component_specs(config)[UNET].sample_inputs(shape, config)
     folders = {"onnxruntime fp32": reuse_or_export(MODEL, work / "fp32", "fp32", [UNET]),
                "onnxruntime int8 (separate option)": reuse_or_export(MODEL, work / "int8", "int8", [UNET])}
     variants = {"torch eager fp32": torch_backend.load_components(checkpoint, [UNET], device="cpu")[UNET]}
@@ -135,7 +128,7 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
                    f"--threads {threads}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine,
-        "config": {"model": MODEL, **DIMS, "threads": threads, "repeat": repeat, "warmup": warmup},
+        "config": {"model": MODEL, **shape, "threads": threads, "repeat": repeat, "warmup": warmup},
         "flops_per_step": flops,
         "fp32_gemm_gflops_per_s": ceiling,
         "baseline": baseline,
@@ -145,7 +138,7 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
                 "speedup_vs_baseline": speedup(stats[baseline], stats[label]),
                 "gflops_per_s": flops / stats[label]["median"] / 1e9,
                 "share_of_fp32_gemm_ceiling": flops / stats[label]["median"] / 1e9 / ceiling,
-                "error_vs_baseline": error_stats(outputs[label], outputs[baseline]),
+                "error_vs_baseline": compare(outputs[label], outputs[baseline]),
             }
             for label in variants
         },
@@ -163,7 +156,8 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; "
         f"{result['config']['threads']} threads. Command: `{result['command']}`. Created {result['created']}.",
-        f"Step: batch {DIMS['cfg_batch']}, latents 8x{DIMS['latent_frames']}x16, text length {DIMS['text_len']}, "
+        f"Step: batch {result['config']['cfg_batch']}, latents 8x{result['config']['latent_frames']}x16, "
+        f"text length {result['config']['text_len']}, "
         f"{result['flops_per_step'] / 1e12:.2f} TFLOP (torch FlopCounterMode). FP32 ceiling of this machine: "
         f"{result['fp32_gemm_gflops_per_s']:.0f} GFLOP/s (one 4096^3 torch sgemm, best of 3).",
         "",

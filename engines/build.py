@@ -1,9 +1,10 @@
 """`tango-rt build`: one TensorRT engine per component from an exported ONNX folder.
 
-Precision comes from the ONNX graphs: TensorRT 11 builds strongly typed networks only (its FP16 builder flag
-is gone), and on TensorRT 10 we ask for strong typing too, so an FP16 export (`tango-rt export --precision
-fp16`, with the precision policy's FP32 islands) gives FP16 engines that keep T5, the UNet's attention
-scores and timestep embedding, and the VAE's mid-block attention in FP32, exactly as the graph says.
+Precision comes from the ONNX graphs, not from this module or the precision policy: TensorRT 11 builds strongly
+typed networks only (its FP16 builder flag is gone), and on TensorRT 10 we ask for strong typing too, so an
+engine computes in the types its graph declares. An FP16 export (`tango-rt export --precision fp16`, which
+applies runtime/precision.py) therefore gives FP16 engines that keep T5, the UNet's attention scores and
+timestep embedding, and the VAE's mid-block attention in FP32, exactly as the graph says.
 Optimization profiles come from the folder's declared shape ranges, or one fixed shape with --static (what
 CUDA graphs need). A timing cache makes rebuilds fast.
 """
@@ -134,12 +135,13 @@ def build_engines(
     ranges = static_ranges(config, **static) if static else artifact.ranges
     specs = component_specs(config)
     names = list(components)
+    cache_path = Path(timing_cache) if timing_cache else out / "timing.cache"
+    seed = cache_path.read_bytes() if cache_path.is_file() else b""  # before --force empties `out`
     prepare_output_folder(out, force)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    cache_path = Path(timing_cache) if timing_cache else out / "timing.cache"
-    seed = cache_path.read_bytes() if cache_path.is_file() else b""
     cache = builder.create_builder_config().create_timing_cache(seed)
+    log(f"timing cache: {cache_path} ({'reused, ' + str(len(seed)) + ' bytes' if seed else 'new'})")
     entries = {}
     for index, name in enumerate(names, 1):
         started = time.perf_counter()

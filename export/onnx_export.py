@@ -26,6 +26,7 @@ from ..runtime.artifacts import (
     write_manifest,
 )
 from ..runtime.checkpoint import load_checkpoint
+from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import ArtifactError
 from ..runtime.precision import component_precision
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
@@ -184,19 +185,21 @@ def export_onnx(
 
 
 def reuse_or_export(
-    model: str, folder: str | Path, precision: str = "fp32", components: Iterable[str] = COMPONENTS
+    model: str, folder: str | Path, precision: str = "fp32", components: Iterable[str] = COMPONENTS,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> Path:
-    """`folder` when it already holds an export of `model` at `precision` with these components, else a fresh
-    export there: benchmarks and engine builds cache their exports with this."""
+    """`folder` when it already holds an export of `model` at `precision` with these components, declared for
+    at least `max_batch` clips per call; else a fresh export there. Benchmarks and engine builds cache with this."""
     from ..runtime.artifacts import is_artifact, open_artifact
 
     folder, names = Path(folder), set(components)
     if is_artifact(folder):
-        manifest = open_artifact(folder).manifest
-        same = manifest["source"]["model"] == _source_reference(model) and manifest["precision"] == precision
-        if same and names <= set(manifest["components"]):
+        artifact = open_artifact(folder)
+        same = artifact.source_model == _source_reference(model) and artifact.manifest["precision"] == precision
+        if same and names <= set(artifact.manifest["components"]) and artifact.ranges["batch"].max >= max_batch:
             return folder
-    return export_onnx(model, folder, precision=precision, force=True, components=sorted(names, key=COMPONENTS.index))
+    return export_onnx(model, folder, precision=precision, force=True, components=sorted(names, key=COMPONENTS.index),
+                       profile=ShapeProfile(max_batch=max_batch))
 
 
 def _source_reference(model: str) -> str:

@@ -1,12 +1,17 @@
-"""Waveform conversion and WAV output."""
+"""Waveform conversion, and 16-bit audio as files or bytes (WAV, FLAC, raw PCM)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 INT16_SCALE = 32768
+# format -> (soundfile container, media type); "pcm" is raw 16-bit little-endian mono samples
+AUDIO_FORMATS = {"wav": ("WAV", "audio/wav"), "flac": ("FLAC", "audio/flac"), "pcm": (None, "audio/L16")}
 
 
 def to_int16(wave: np.ndarray) -> np.ndarray:
@@ -18,11 +23,31 @@ def to_int16(wave: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -INT16_SCALE, INT16_SCALE - 1).astype(np.int16)
 
 
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write mono 16-bit PCM; creates the parent folder."""
+def audio_format(name: str) -> str:
+    """A known format name (wav, flac, pcm), from a name or a file suffix."""
+    key = name.lower().lstrip(".")
+    if key not in AUDIO_FORMATS:
+        raise InputError(f"unknown audio format {name!r}; choose from {sorted(AUDIO_FORMATS)}")
+    return key
+
+
+def encode(audio: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
+    """int16 mono audio as the bytes of a WAV or FLAC file, or raw little-endian PCM."""
+    container = AUDIO_FORMATS[audio_format(fmt)][0]
+    samples = np.asarray(audio, dtype=np.int16)
+    if container is None:
+        return samples.astype("<i2").tobytes()
     import soundfile
 
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, sample_rate, format=container, subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Write 16-bit mono audio in the format the suffix names (.wav, .flac, .pcm); creates the parent folder."""
     path = Path(path)
+    data = encode(audio, sample_rate, path.suffix or "wav")
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), np.asarray(audio), sample_rate, subtype="PCM_16")
+    path.write_bytes(data)
     return path

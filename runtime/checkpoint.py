@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PipelineConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, warn
 from .files import sha256_files
 from .schedulers import default_scheduler_config
 from .tokenizer import TOKENIZER_FILES, PromptTokenizer
@@ -34,7 +34,13 @@ REQUIRED_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin
 OPTIONAL_FILES = ("vocoder_config.json",)
 TEXT_ENCODER_FILES = ("config.json", *TOKENIZER_FILES)
 WEIGHT_FILES = {"main": "pytorch_model_main.bin", "vae": "pytorch_model_vae.bin"}
-RANDOM_PREFIX = "random:"  # random:full / random:tiny: the architecture with random weights
+ORIGINAL_UNET_CONFIG_PATH = "configs/diffusion_model_config.json"  # relative to declare-lab/tango's source tree
+RANDOM_PREFIX = "random:"
+# HiFi-GAN config keys that describe training or the STFT front end: present in real configs, unused here
+HIFIGAN_TRAINING_KEYS = frozenset({
+    "resblock", "num_gpus", "batch_size", "learning_rate", "adam_b1", "adam_b2", "lr_decay", "seed", "segment_size",
+    "num_freq", "n_fft", "hop_size", "win_size", "fmin", "fmax", "fmax_for_loss", "num_workers", "dist_config",
+})  # random:full / random:tiny: the architecture with random weights
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -78,7 +84,6 @@ class Checkpoint:
     vocoder_config: dict[str, Any]
     scheduler_config: dict[str, Any]
     tokenizer_dir: Path | None
-    tokenizer_max_length: int | None = None
     weights: dict[str, Path] = field(default_factory=dict)  # empty: random initialisation
     root: Path | None = None
     random_seed: int = 0
@@ -142,10 +147,18 @@ def _unet_config(root: Path, main: dict[str, Any]) -> dict[str, Any]:
             f"{root / 'main_config.json'}: unet_model_name={main['unet_model_name']!r} (a UNet initialised from "
             "another pre-trained model with extra group_in/group_out layers) is not a Tango release layout"
         )
+    shipped = package_data("unet_config.json")
     relative = main.get("unet_model_config_path")
     if relative and (root / relative).is_file():
-        return _read_json(root / relative)
-    return package_data("unet_config.json")
+        config = _read_json(root / relative)
+        differs = sorted(k for k in {*config, *shipped} if not k.startswith("_") and config.get(k) != shipped.get(k))
+        if differs:
+            warn(f"{root / relative}: the UNet config differs from Tango's in {differs}; using the checkpoint's")
+        return config
+    if relative != ORIGINAL_UNET_CONFIG_PATH:  # the releases name a path in the original source tree
+        warn(f"{root / 'main_config.json'}: unet_model_config_path {relative!r} is not in the checkpoint; using "
+             "the Tango UNet config shipped with tango-rt")
+    return shipped
 
 
 def _scheduler_config(root: Path, main: dict[str, Any]) -> dict[str, Any]:
@@ -157,8 +170,14 @@ def _scheduler_config(root: Path, main: dict[str, Any]) -> dict[str, Any]:
 
 def vocoder_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """HiFi-GAN 16 kHz / 64 mel defaults, updated with the keys a vocoder_config.json gives."""
-    config = package_data("vocoder_config.json")
-    config.update({k: v for k, v in (overrides or {}).items() if k in config})
+    config, overrides = package_data("vocoder_config.json"), dict(overrides or {})
+    if str(overrides.get("resblock", "1")) != "1":
+        raise CheckpointError(f"vocoder_config.json: resblock {overrides['resblock']!r} is not supported (Tango's "
+                              "HiFi-GAN uses type 1 residual blocks)")
+    unknown = sorted(set(overrides) - set(config) - HIFIGAN_TRAINING_KEYS)
+    if unknown:
+        warn(f"vocoder_config.json: ignoring unknown key(s) {unknown}; read: {sorted(config)}")
+    config.update({k: v for k, v in overrides.items() if k in config})
     return config
 
 

@@ -29,3 +29,14 @@ class BackendError(TangoError):
 
 class NumericsError(TangoError):
     """A component produced NaN or Inf: the output would be silent garbage, so we stop instead."""
+
+
+class TangoWarning(UserWarning):
+    """Something tango-rt did on the user's behalf that they would want to hear about (a fallback, a default)."""
+
+
+def warn(message: str) -> None:
+    """Warn once per call site with TangoWarning, pointing at the caller's caller."""
+    import warnings
+
+    warnings.warn(message, TangoWarning, stacklevel=3)

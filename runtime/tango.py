@@ -169,6 +169,29 @@ class Tango:
             return outputs
         return [outputs[i : i + samples] for i in range(0, len(outputs), samples)]
 
+    def generate_rows(
+        self,
+        prompts: Sequence[str],
+        streams: Sequence[np.random.Generator],
+        steps: int = 100,
+        guidance: float = 3,
+        *,
+        scheduler: str = DEFAULT_SCHEDULER,
+        scheduler_options: Mapping[str, Any] | None = None,
+        duration: float | None = None,
+    ) -> np.ndarray:
+        """int16 clips (rows, samples), one per (prompt, stream) row, in one denoising call: the serving path.
+
+        Row i draws only from streams[i], so a clip is the same whatever it is batched with (to kernel rounding:
+        the batch changes summation order, and padded prompt positions are masked out). A request for n clips
+        with seed s passes `row_generators(s, n)`, exactly what generate_for_batch([prompt], samples=n, seed=s)
+        uses."""
+        prompts = _check_prompts(prompts)
+        if len(streams) != len(prompts):
+            raise InputError(f"{len(prompts)} prompts but {len(streams)} random streams")
+        return self._generate(prompts, steps, guidance, 1, True, scheduler=scheduler,
+                              scheduler_options=scheduler_options, duration=duration, streams=streams)
+
     def _generate(
         self,
         prompts: list[str],
@@ -180,10 +203,11 @@ class Tango:
         scheduler: str,
         scheduler_options: Mapping[str, Any] | None,
         duration: Any,
-        seed: Any,
-        latents: np.ndarray | None,
-        noise: Sequence[np.ndarray] | None,
+        seed: Any = None,
+        latents: np.ndarray | None = None,
+        noise: Sequence[np.ndarray] | None = None,
         batch_size: int | None = None,
+        streams: Sequence[np.random.Generator] | None = None,
     ) -> np.ndarray:
         steps, samples = _check_int(steps, "steps"), _check_int(samples, "samples")
         guidance = _check_guidance(guidance)
@@ -191,7 +215,7 @@ class Tango:
         sampler.set_timesteps(steps)
         frames = self.latent_frames(duration)
         rows = len(prompts) * samples
-        source = NoiseSource(row_generators(_check_seed(seed), rows), latents, noise)
+        source = NoiseSource(streams if streams is not None else row_generators(_check_seed(seed), rows), latents, noise)
         source.check(self.pipeline.config.latent_shape(rows, frames), sampler.noise_count(), sampler.name)
         batch_size = batch_size or len(prompts)
         starts = range(0, len(prompts), batch_size)

@@ -12,9 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .runtime.backends.registry import BACKENDS
 from .runtime.checkpoint import DEFAULT_MODEL
 from .runtime.config import DEFAULT_MAX_BATCH
-from .runtime.errors import TangoError
+from .runtime.errors import InputError, TangoError, TangoWarning
+from .runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -28,11 +30,40 @@ def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "prompt"
 
 
+def _output_paths(out: str, prompts: list[str], samples: int) -> list[Path]:
+    """One path per clip: `out` itself when it names one audio file, else numbered WAVs in the folder `out`."""
+    from .runtime.audio import AUDIO_FORMATS
+
+    target = Path(out)
+    count = len(prompts) * samples
+    if target.suffix.lower().lstrip(".") in AUDIO_FORMATS:
+        if count != 1:
+            raise InputError(f"-o {out} names one file but {count} clips are asked for; give a folder instead")
+        return [target]
+    return [target / f"{index:02d}_{_slug(prompt)}{f'_s{sample}' if samples > 1 else ''}.wav"
+            for index, prompt in enumerate(prompts) for sample in range(samples)]
+
+
+def _scheduler_options(pairs: list[str]) -> dict:
+    """--scheduler-option KEY=VALUE, VALUE parsed as JSON when it is JSON (true, 3, [0, 1]), else a string."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--scheduler-option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 @command
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .runtime.audio import write_wav
+    from .runtime.audio import write_audio
     from .runtime.tango import Tango
 
+    paths = _output_paths(args.out, args.prompts, args.samples)
     tango = Tango(args.model, device=args.device, backend=args.backend, **_backend_options(args))
     waves = tango.generate_for_batch(
         args.prompts,
@@ -42,14 +73,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         disable_progress=args.quiet,
         scheduler=args.scheduler,
+        scheduler_options=_scheduler_options(args.scheduler_option),
+        duration=args.duration,
         seed=args.seed,
     )
-    per_prompt = waves if args.samples > 1 else [[w] for w in waves]
-    for index, (prompt, clips) in enumerate(zip(args.prompts, per_prompt, strict=True)):
-        for sample, wave in enumerate(clips):
-            suffix = f"_s{sample}" if args.samples > 1 else ""
-            path = write_wav(Path(args.out) / f"{index:02d}_{_slug(prompt)}{suffix}.wav", wave, tango.sample_rate)
-            print(path)
+    clips = [w for group in waves for w in group] if args.samples > 1 else waves
+    for path, wave in zip(paths, clips, strict=True):
+        print(write_audio(path, wave, tango.sample_rate))
     return 0
 
 
@@ -82,8 +112,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .engines.build import build_engines
 
     static = None
+    shape = {"batch": args.batch, "text_len": args.text_len, "latent_frames": args.latent_frames}
+    if not args.static and any(v is not None for v in shape.values()):
+        given = [f"--{k.replace('_', '-')}" for k, v in shape.items() if v is not None]
+        raise InputError(f"{', '.join(given)} fix an engine's shape and need --static")
     if args.static:
-        static = {"batch": args.batch, "text_len": args.text_len, "latent_frames": args.latent_frames}
+        static = {"batch": args.batch or 1, "text_len": args.text_len or 64, "latent_frames": args.latent_frames}
     out = build_engines(args.onnx, args.out, static=static, timing_cache=args.timing_cache,
                         optimization_level=args.opt_level, workspace_gb=args.workspace_gb, force=args.force)
     print(out)
@@ -125,7 +159,7 @@ def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help="Hub id, checkpoint folder, exported folder, random:full|tiny"
     )
-    parser.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt, or per component: "
+    parser.add_argument("--backend", default="torch", help=f"{' | '.join(BACKENDS)}, or per component: "
                         "'text_encoder=torch,default=onnxruntime'")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: CUDA when available)")
     parser.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="torch precision (default fp32)")
@@ -146,9 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float, default=3.0)
     gen.add_argument("--samples", type=int, default=1, help="samples per prompt")
     gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--scheduler", default="ddpm", help="ddpm (the original's default) or ddim")
+    gen.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULER_NAMES,
+                     help="sampler (default ddpm, the original's; dpm++ at 25 steps is the fast preset)")
+    gen.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="diffusers scheduler option, e.g. use_karras_sigmas=true (repeatable)")
+    gen.add_argument("--duration", type=float, default=None, help="clip length in seconds (default 10.24)")
     gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("-o", "--out", default="tango_out", help="output folder")
+    gen.add_argument("-o", "--out", default="tango_out",
+                     help="output folder, or one file (.wav, .flac) when a single clip is generated")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     exp = sub.add_parser("export", help="export the four networks to an ONNX model folder")
@@ -168,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--onnx", required=True, help="folder written by `tango-rt export` (fp16 recommended)")
     build.add_argument("--out", required=True, help="engine folder to write")
     build.add_argument("--static", action="store_true", help="one fixed shape per engine (enables CUDA graphs)")
-    build.add_argument("--batch", type=int, default=1, help="--static: clips per call")
-    build.add_argument("--text-len", type=int, default=64, help="--static: text tokens (prompts are padded to it)")
+    build.add_argument("--batch", type=int, default=None, help="--static: clips per call (default 1)")
+    build.add_argument("--text-len", type=int, default=None,
+                       help="--static: text tokens, prompts are padded to it (default 64)")
     build.add_argument("--latent-frames", type=int, default=None, help="--static: latent frames (default 256)")
     build.add_argument("--timing-cache", default=None, help="timing cache file (default OUT/timing.cache)")
     build.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level 0-5")
@@ -180,16 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(check)
     check.set_defaults(backend=None)
 
-    bench = sub.add_parser("bench", help="per-stage latency, RTF and memory of several backends in one run")
+    bench = sub.add_parser("bench", help="per-stage latency, RTF, memory and accuracy of several backends, one run")
+    bench.add_argument("--preset", default=None, choices=["gpu", "cpu"],
+                       help="gpu: every GPU path (torch fp32/fp16/+CUDA graph, onnxruntime fp16, tensorrt) on "
+                       "random:full; cpu: the CPU backends; explicit options override the preset's")
     bench.add_argument("--model", default=None, help="checkpoint, exported folder (default declare-lab/tango2)")
     bench.add_argument("--random-weights", choices=["full", "tiny"], default=None,
                        help="the Tango architecture with random weights (timing needs no trained weights)")
-    bench.add_argument("--backends", default="torch,onnxruntime",
-                       help="variants, comma-separated: torch, torch:fp16, onnxruntime, onnxruntime:fp16, "
-                       "onnxruntime:int8, tensorrt")
-    bench.add_argument("--batch", default="1", help="batch sizes, comma-separated (throughput vs batch)")
-    bench.add_argument("--steps", type=int, default=10)
-    bench.add_argument("--scheduler", default="ddim")
+    bench.add_argument("--backends", default=None,
+                       help="variants, comma-separated, backend[:precision][+graph]: torch, torch:fp16, "
+                       "torch:fp16+graph, onnxruntime, onnxruntime:fp16, onnxruntime:int8, tensorrt (fp16), "
+                       "tensorrt:fp32; the first is the baseline (default torch,onnxruntime)")
+    bench.add_argument("--batch", default=None, help="batch sizes, comma-separated (default 1)")
+    bench.add_argument("--steps", type=int, default=None, help="sampler steps per generation (default 10)")
+    bench.add_argument("--scheduler", default="ddim", choices=SCHEDULER_NAMES)
+    bench.add_argument("--duration", type=float, default=None, help="clip length in seconds (default 10.24)")
     bench.add_argument("--warmup", type=int, default=1)
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--device", default=None)
@@ -203,8 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warnings() -> None:
+    """TangoWarnings as one `tango-rt: warning:` line each; other warnings as Python prints them."""
+    import warnings
+
+    original = warnings.showwarning
+    if getattr(original, "tango_rt", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TangoWarning):
+            print(f"tango-rt: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show.tango_rt = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _show_warnings()
     try:
         return COMMANDS[args.command](args)
     except TangoError as exc:

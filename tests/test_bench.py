@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from tango_rt.benchmarks.instrument import STAGES
+from tango_rt.runtime.instrument import STAGES
 from tango_rt.benchmarks.stats import percentile, speedup, summarize
+from tango_rt.export.check import THRESHOLDS
 from tango_rt.runtime.errors import InputError
 
 
@@ -29,11 +31,40 @@ def test_percentile_matches_numpy():
         assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
 
 
-def test_unknown_variant_is_an_input_error():
+def test_variants_come_from_the_backend_registry():
     from tango_rt.benchmarks.bench import Variant
 
-    with pytest.raises(InputError, match="unknown bench variant 'torch:int4'"):
-        Variant.parse("torch:int4")
+    assert Variant.parse("tensorrt").precision == "fp16"  # FP16 engines by default, as README recommends
+    assert Variant.parse("torch:fp16+graph") == Variant("torch:fp16+graph", "torch", "fp16", cuda_graph=True)
+    assert Variant.parse("ort:int8").backend == "onnxruntime"
+    for bad in ("torch:int4", "onnxruntime+graph", "nope"):
+        with pytest.raises(InputError, match=re.escape(f"unknown bench variant '{bad}'")):
+            Variant.parse(bad)
+
+
+def test_gpu_preset_names_every_gpu_path():
+    from argparse import Namespace
+
+    from tango_rt.benchmarks.bench import PRESETS, Variant, _settings
+
+    args = Namespace(preset="gpu", backends=None, device=None, random_weights=None, steps=None, batch=None)
+    settings = _settings(args)
+    variants = [Variant.parse(v) for v in settings["backends"].split(",")]
+    assert [v.label for v in variants] == ["torch fp32", "torch fp16", "torch fp16 + CUDA graph",
+                                           "onnxruntime fp16", "tensorrt fp16"]
+    assert settings["device"] == "cuda" and settings["random_weights"] == "full"
+    args.steps = 5
+    assert _settings(args)["steps"] == 5 and PRESETS["gpu"]["steps"] == 20  # the command line wins
+
+
+def test_bench_batch_beyond_the_default_export_range(tmp_path):
+    """--batch 9 asks for more clips per call than the default export declares: the cached export is redone
+    with a wider range instead of failing in the child."""
+    from tango_rt.benchmarks.bench import onnx_folder
+    from tango_rt.runtime.artifacts import open_artifact
+
+    folder = onnx_folder("random:tiny", "fp32", tmp_path, max_batch=9)
+    assert open_artifact(folder).ranges["batch"].max == 9
 
 
 def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
@@ -49,7 +80,7 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
                  "--work", str(tmp_path / "work")])
     assert code == 0
     result = json.loads((out / "results.json").read_text())
-    assert result["schema_version"] == 1 and result["machine"]["cores"] >= 1
+    assert result["schema_version"] == 2 and result["machine"]["cores"] >= 1 and result["baseline"] == "torch"
     assert {"cpu", "gpus", "versions", "git_revision"} <= set(result["machine"])
     for name in ("torch", "onnxruntime"):
         variant = result["variants"][name]
@@ -63,8 +94,11 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
             for key in ("mean", "median", "p95", "samples"):
                 assert key in run["end_to_end"] and key in run["stages"]["vocoder"]
             assert run["rtf"] > 0 and run["throughput_clips_per_s"] > 0
-    assert set(result["speedup_vs_torch"]["onnxruntime"]["1"]) >= {"end_to_end", "unet_step", "vocoder"}
-    assert result["speedup_vs_torch"]["torch"]["1"]["end_to_end"] == 1.0
+    assert set(result["speedup_vs_baseline"]["onnxruntime"]["1"]) >= {"end_to_end", "unet_step", "vocoder"}
+    assert result["speedup_vs_baseline"]["torch"]["1"]["end_to_end"] == 1.0
+    assert result["variants"]["torch"]["unet_vs_baseline"]["snr_db"] == float("inf")
+    error = result["variants"]["onnxruntime"]["unet_vs_baseline"]
+    assert error["finite"] and error["cosine"] > THRESHOLDS["fp32"][0] and error["snr_db"] > THRESHOLDS["fp32"][1]
     assert (out / "chart.png").stat().st_size > 1000
     assert "| onnxruntime | 2 |" in (out / "results.md").read_text()
     assert "speed-up" in capsys.readouterr().out

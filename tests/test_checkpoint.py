@@ -146,3 +146,33 @@ def test_offline_text_encoder_hub_id(fixture_copy, tmp_path):
     code = f"from tango_rt.runtime.checkpoint import load_checkpoint; load_checkpoint({str(fixture_copy)!r})"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "could not get text encoder config and tokenizer 'google/flan-t5-large'" in result.stderr
+
+
+def test_fallbacks_are_announced(fixture_copy):
+    """No silent fallback: a UNet config path that does not resolve, a UNet config unlike Tango's, and vocoder
+    keys that mean nothing here each raise a TangoWarning naming the file."""
+    from tango_rt.runtime.errors import TangoWarning
+
+    with pytest.warns(TangoWarning, match="UNet config differs from Tango's in .*block_out_channels"):
+        load_checkpoint(str(fixture_copy))
+    main = json.loads((fixture_copy / "main_config.json").read_text())
+    (fixture_copy / "main_config.json").write_text(json.dumps({**main, "unet_model_config_path": "nowhere.json"}))
+    with pytest.warns(TangoWarning, match="'nowhere.json' is not in the checkpoint; using the Tango UNet config"):
+        load_checkpoint(str(fixture_copy))
+    vocoder = json.loads((fixture_copy / "vocoder_config.json").read_text())
+    (fixture_copy / "vocoder_config.json").write_text(json.dumps({**vocoder, "upsampel_rates": [5]}))
+    with pytest.warns(TangoWarning, match=r"ignoring unknown key\(s\) \['upsampel_rates'\]"):
+        load_checkpoint(str(fixture_copy))
+    (fixture_copy / "vocoder_config.json").write_text(json.dumps({**vocoder, "resblock": "2"}))
+    with pytest.raises(CheckpointError, match="resblock '2' is not supported"):
+        load_checkpoint(str(fixture_copy))
+
+
+def test_the_release_layout_uses_the_shipped_unet_config_quietly(fixture_copy, recwarn):
+    """Tango's releases name configs/diffusion_model_config.json of the original source tree: expected, no warning."""
+    main = json.loads((fixture_copy / "main_config.json").read_text())
+    main["unet_model_config_path"] = "configs/diffusion_model_config.json"
+    (fixture_copy / "main_config.json").write_text(json.dumps(main))
+    checkpoint = load_checkpoint(str(fixture_copy))
+    assert checkpoint.unet_config["block_out_channels"] == [320, 640, 1280, 1280]
+    assert not [w for w in recwarn if "UNet" in str(w.message)]

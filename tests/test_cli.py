@@ -53,4 +53,28 @@ def test_user_errors_exit_2_without_traceback(tmp_path):
         result = subprocess.run([sys.executable, "-m", "tango_rt.cli", *args], env=env, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("tango-rt: error: ") and "Traceback" not in result.stderr
+        lines = result.stderr.splitlines()
+        assert lines[-1].startswith("tango-rt: error: ") and "Traceback" not in result.stderr
+        assert all(line.startswith(("tango-rt: error: ", "tango-rt: warning: ")) for line in lines), lines
+
+
+@pytest.mark.parametrize("name", ["clip.wav", "clip.flac"])
+def test_one_clip_to_a_named_file(tmp_path, capsys, name):
+    target = tmp_path / name
+    code = main(["generate", "A dog barks", "--model", str(FIXTURE), "--steps", "2", "--seed", "0", "--device",
+                 "cpu", "--scheduler", "dpm++", "--duration", "2.5", "-o", str(target), "-q"])
+    assert code == 0 and capsys.readouterr().out.split() == [str(target)]
+    data, rate = soundfile.read(str(target), dtype="int16")
+    assert target.is_file() and rate == 16000 and data.shape == (40000,)
+    assert soundfile.info(str(target)).format == name.split(".")[1].upper()
+
+
+def test_cli_refuses_what_it_would_otherwise_ignore(tmp_path, capsys):
+    assert main(["generate", "a", "b", "--model", str(FIXTURE), "-o", str(tmp_path / "x.wav")]) == 2
+    assert "names one file but 2 clips are asked for" in capsys.readouterr().err
+    assert main(["build", "--onnx", str(tmp_path), "--out", str(tmp_path / "e"), "--batch", "2"]) == 2
+    assert "--batch fix an engine's shape and need --static" in capsys.readouterr().err
+    assert main(["generate", "a", "--model", str(FIXTURE), "--scheduler-option", "karras"]) == 2
+    assert "--scheduler-option takes KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "a", "--scheduler", "heun"])

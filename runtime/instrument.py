@@ -1,4 +1,6 @@
-"""Per-stage timing inside a real generation: proxies around the tokenizer and the four components."""
+"""Per-stage timing inside real generations: proxies around the tokenizer and the four components.
+
+Used by `tango-rt bench` (per-stage medians) and the server (per-stage latency histograms)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from ..runtime.pipeline import TangoPipeline
-from ..runtime.specs import COMPONENTS, UNET
+from .pipeline import TangoPipeline
+from .specs import COMPONENTS, UNET
 
 STAGES = ("tokenize", "text_encoder", "unet_step", "vae_decoder", "vocoder")
 

@@ -1,0 +1,193 @@
+"""The HTTP API (FastAPI): POST /v1/audio/generate, health, metrics, models; JSON errors {"error": {code, message}}.
+
+Statuses: 401 without the API key (when one is set), 413 for a prompt past the cap, 422 for bad fields, 429 when
+the queue is full (with Retry-After), 502 when the model produced NaN/Inf for this request, 503 while loading or
+draining, 504 past the request's deadline, 500 only for a bug (its request id is in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import secrets
+import time
+import uuid
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..runtime.audio import AUDIO_FORMATS, encode
+from ..runtime.errors import InputError, NumericsError, TangoError
+from ..runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+from .batching import Cancelled, Expired, QueueFull
+from .service import PromptTooLong, Service
+
+log = logging.getLogger("tango_rt.serving")
+POLL_S = 0.1  # how often a waiting request checks for its client's disconnect and its deadline
+
+
+class GenerateRequest(BaseModel):
+    """Defaults as Tango.generate: 100 DDPM steps, guidance 3, one 10.24 s clip, a fresh seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description="what the clip should sound like")
+    steps: int = Field(100, ge=1, le=1000)
+    guidance: float = Field(3.0, ge=0, le=100, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, lt=2**63, description="fixed seed; omitted: one is drawn and returned")
+    scheduler: Literal[SCHEDULER_NAMES] = DEFAULT_SCHEDULER  # type: ignore[valid-type]
+    scheduler_options: dict[str, Any] | None = Field(None, description="diffusers scheduler options")
+    samples: int = Field(1, ge=1, le=16, description="clips; more than one needs Accept: application/json")
+    response_format: Literal["wav", "flac", "pcm"] = "wav"
+    duration: float | None = Field(None, gt=0, le=600, allow_inf_nan=False, description="seconds (default 10.24)")
+
+
+def error(status: int, code: str, message: str, request_id: str = "", headers: dict | None = None) -> JSONResponse:
+    headers = {**(headers or {}), **({"X-Request-Id": request_id} if request_id else {})}
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def create_app(service: Service) -> FastAPI:
+    from tango_rt import __version__
+
+    app = FastAPI(title="tango-rt", version=__version__, description="Text-to-audio with Tango models")
+    app.state.service = service
+    app.state.in_flight = 0
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        service.metrics.requests.labels("422").inc()
+        return error(422, "invalid_request", problems)
+
+    @app.post("/v1/audio/generate", responses={200: {"content": {m: {} for _, m in AUDIO_FORMATS.values()}}})
+    async def generate(request: Request, body: GenerateRequest) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        app.state.in_flight += 1
+        try:
+            response = await _generate(service, request, body, request_id)
+        finally:
+            app.state.in_flight -= 1
+        service.metrics.requests.labels(str(response.status_code)).inc()
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    @app.get("/health/live")
+    async def live() -> dict:
+        return {"status": "alive"}
+
+    @app.get("/health/ready")
+    async def ready() -> Response:
+        if service.load_error:
+            return error(503, "load_failed", service.load_error)
+        if service.draining:
+            return error(503, "draining", "shutting down: finishing accepted requests")
+        if not service.ready.is_set():
+            return error(503, "loading", "the model is loading and warming up")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        if service.batcher:
+            service.metrics.queue_depth.set(service.batcher.depth)
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [service.describe()]}
+
+    return app
+
+
+def _authorized(service: Service, request: Request) -> bool:
+    key = service.settings.api_key
+    if not key:
+        return True
+    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+    return secrets.compare_digest(given.encode(), key.encode())
+
+
+def _retry_after(service: Service) -> str:
+    """Seconds until the queue has room: its depth in batches times the recent batch time."""
+    batches = (service.batcher.depth if service.batcher else 1) / max(1, service.settings.max_batch)
+    return str(max(1, math.ceil(batches * service.mean_batch_s)))
+
+
+async def _generate(service: Service, request: Request, body: GenerateRequest, request_id: str) -> Response:
+    arrived = time.monotonic()
+    if not _authorized(service, request):
+        return error(401, "unauthorized", "missing or wrong API key (X-API-Key or Authorization: Bearer)")
+    if service.draining or not service.ready.is_set() or service.batcher is None:
+        service.metrics.rejections.labels("unavailable").inc()
+        state = "draining" if service.draining else "loading"
+        return error(503, state, f"the server is {state}", headers={"Retry-After": "5"})
+    wants_json = "application/json" in request.headers.get("accept", "")
+    if body.samples > 1 and not wants_json:
+        return error(422, "invalid_request", "samples > 1 returns several clips: send Accept: application/json")
+    try:
+        job = service.job(body.prompt, body.steps, body.guidance, body.scheduler, body.samples, body.seed,
+                          body.duration, body.scheduler_options, request_id)
+        future = service.batcher.submit(job)
+    except PromptTooLong as exc:
+        return error(413, "prompt_too_long", str(exc))
+    except InputError as exc:
+        return error(422, "invalid_request", str(exc))
+    except QueueFull as exc:
+        service.metrics.rejections.labels("queue_full").inc()
+        return error(429, "overloaded", str(exc), headers={"Retry-After": _retry_after(service)})
+    service.metrics.queue_depth.set(service.batcher.depth)
+    waiting = asyncio.wrap_future(future)
+    while not waiting.done():
+        await asyncio.wait({waiting}, timeout=POLL_S)
+        if waiting.done():
+            break
+        if await request.is_disconnected():
+            job.cancelled.set()
+            service.metrics.rejections.labels("disconnected").inc()
+            return Response(status_code=499)
+        if job.expired():
+            job.cancelled.set()
+            service.metrics.rejections.labels("deadline").inc()
+            return error(504, "deadline_exceeded", f"no result within {service.settings.timeout_s:g} s")
+    try:
+        clips = waiting.result()
+    except Expired:
+        service.metrics.rejections.labels("deadline").inc()
+        return error(504, "deadline_exceeded", f"no result within {service.settings.timeout_s:g} s")
+    except Cancelled:
+        return Response(status_code=499)
+    except NumericsError as exc:
+        return error(502, "invalid_output", f"the model produced an invalid result for this request: {exc}")
+    except InputError as exc:
+        return error(422, "invalid_request", str(exc))
+    except TangoError as exc:
+        return error(503, "backend_error", str(exc))
+    except Exception:
+        log.exception("request %s failed", request_id)
+        return error(500, "internal_error", f"internal error; request id {request_id} is in the server log")
+    done = time.monotonic()
+    timings = {"queue": 1000 * ((job.started or done) - arrived), "generate": 1000 * (done - (job.started or done)),
+               "total": 1000 * (done - arrived)}
+    service.metrics.latency.observe(done - arrived)
+    return _answer(service, body, job.seed, clips, timings, wants_json, request_id)
+
+
+def _answer(service: Service, body: GenerateRequest, seed: int, clips: list, timings: dict, wants_json: bool,
+            request_id: str) -> Response:
+    rate = service.tango.sample_rate
+    headers = {"X-Seed": str(seed), "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())}
+    if wants_json:
+        encoded = [base64.b64encode(encode(c, rate, body.response_format)).decode() for c in clips]
+        return JSONResponse({"audio": encoded[0], "clips": encoded, "sample_rate": rate,
+                             "format": body.response_format, "seed": seed, "request_id": request_id,
+                             "timings_ms": {k: round(v, 1) for k, v in timings.items()}}, headers=headers)
+    media = AUDIO_FORMATS[body.response_format][1]
+    if body.response_format == "pcm":
+        media += f";rate={rate};channels=1"
+    return Response(encode(clips[0], rate, body.response_format), media_type=media, headers=headers)

@@ -1,0 +1,128 @@
+"""The service behind both front doors: settings, the loaded model, the batcher, readiness and draining."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..runtime.errors import InputError
+from ..runtime.instrument import Recorder, instrument
+from ..runtime.schedulers import DEFAULT_SCHEDULER
+from .batching import Batcher, BatchKey, Job, run_jobs
+from .metrics import Metrics
+
+log = logging.getLogger("tango_rt.serving")
+
+
+@dataclass
+class Settings:
+    model: str
+    backend: str = "torch"
+    device: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    max_batch: int = 4
+    max_wait_ms: float = 20.0
+    max_queue: int = 32
+    timeout_s: float = 600.0
+    max_prompt_chars: int = 1000
+    api_key: str | None = None
+    warmup: bool = True
+
+
+class MetricsRecorder(Recorder):
+    """Per-stage times into the latency histograms as they happen."""
+
+    def __init__(self, metrics: Metrics):
+        super().__init__()
+        self.metrics = metrics
+
+    def record(self, stage: str, seconds: float) -> None:
+        self.metrics.stage.labels(stage).observe(seconds)
+
+
+class Service:
+    """Loads the model in the background (liveness answers meanwhile), warms it up, then serves batches."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.tango: Any = None
+        self.batcher: Batcher | None = None
+        self.ready = threading.Event()
+        self.draining = False
+        self.load_error: str | None = None
+        self.mean_batch_s = 1.0  # moving average of batch wall time, for Retry-After
+
+    def start(self) -> None:
+        threading.Thread(target=self._load, name="tango-load", daemon=True).start()
+
+    def _load(self) -> None:
+        from ..runtime.tango import Tango
+
+        s = self.settings
+        try:
+            started = time.perf_counter()
+            self.tango = Tango(s.model, device=s.device, backend=s.backend, **s.options)
+            instrument(self.tango.pipeline, MetricsRecorder(self.metrics))
+            declared = self.tango.pipeline.ranges.get("batch")
+            max_rows = min(s.max_batch, declared.max) if declared else s.max_batch
+            self.batcher = Batcher(lambda jobs: run_jobs(self.tango, jobs), max_rows, s.max_wait_ms / 1000,
+                                   s.max_queue, on_batch=self._observe_batch)
+            if s.warmup:
+                shortest = self.tango.pipeline.config.duration(self.tango.pipeline.config.unet_downsample)
+                self.tango.generate("warm-up", steps=1, duration=shortest, seed=0, scheduler="ddim")
+            log.info("model %s loaded on %s in %.1f s; ready", s.model, s.backend, time.perf_counter() - started)
+            self.ready.set()
+        except Exception as exc:  # reported by /health/ready and the log; the process stays up for inspection
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading %s failed", s.model)
+
+    def _observe_batch(self, jobs: list[Job], seconds: float) -> None:
+        self.metrics.batch_size.observe(sum(j.samples for j in jobs))
+        self.metrics.batch_seconds.observe(seconds)
+        self.mean_batch_s = 0.8 * self.mean_batch_s + 0.2 * seconds
+        for job in jobs:
+            self.metrics.queue_wait.observe((job.started or job.enqueued) - job.enqueued)
+
+    def job(self, prompt: str, steps: int, guidance: float, scheduler: str | None, samples: int, seed: int | None,
+            duration: float | None, scheduler_options: dict | None, request_id: str) -> Job:
+        """A validated job for one request (InputError names the bad field)."""
+        if len(prompt) > self.settings.max_prompt_chars:
+            raise PromptTooLong(f"prompt has {len(prompt)} characters; this server takes at most "
+                                f"{self.settings.max_prompt_chars}")
+        if not prompt.strip():
+            raise InputError("prompt is empty")
+        scheduler = scheduler or DEFAULT_SCHEDULER
+        options = dict(scheduler_options or {})
+        self.tango.scheduler(scheduler, **options).set_timesteps(steps)  # bad sampler / steps / options: 422 now
+        self.tango.latent_frames(duration)  # a duration outside the exported range: 422 now
+        key = BatchKey(steps, float(guidance), scheduler, duration, tuple(sorted(options.items())))
+        seed = secrets.randbits(63) if seed is None else seed
+        return Job(prompt, samples, seed, key, time.monotonic() + self.settings.timeout_s, request_id)
+
+    def describe(self) -> dict:
+        """What is loaded: for GET /v1/models."""
+        s = self.settings
+        info = {"id": s.model, "backend": s.backend, "device": s.device, "ready": self.ready.is_set(),
+                "max_batch": self.batcher.max_batch if self.batcher else s.max_batch}
+        if self.tango is not None:
+            pipeline = self.tango.pipeline
+            info["sample_rate"] = pipeline.config.sample_rate
+            info["components"] = {n: getattr(c, "backend", "?") for n, c in pipeline.components.items()}
+            info["shape_ranges"] = {k: v.to_list() for k, v in pipeline.ranges.items()}
+            info["precision"] = s.options.get("precision") or _artifact_precision(s.model)
+        return info
+
+
+class PromptTooLong(InputError):
+    """A prompt past the server's cap: 413."""
+
+
+def _artifact_precision(model: str) -> str:
+    from ..runtime.artifacts import is_artifact, open_artifact
+
+    return open_artifact(model).manifest.get("precision", "?") if is_artifact(model) else "fp32"
