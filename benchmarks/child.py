@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..runtime.instrument import STAGES, Recorder, instrument
 from ..runtime.specs import UNET, component_specs, dims
 from ..runtime.tango import Tango
-from ..runtime.instrument import STAGES, Recorder, instrument
 from .stats import summarize
 
 PROBE_TEXT_LEN = 32  # the UNet probe: one guided step at batch 1, 32 tokens, the default clip length

@@ -171,7 +171,7 @@ def recommend(result: dict) -> dict:
     target = result["rows"][BASELINE[0]][str(BASELINE[1])]["sw"]
     candidates = [(row["calls"], row["sw"], name, int(steps)) for name, rows in result["rows"].items()
                   for steps, row in rows.items() if row["sw"] <= target]
-    calls, sw, name, steps = min(candidates)
+    _, sw, name, steps = min(candidates)
     return {"scheduler": name, "steps": steps, "sw": sw, "baseline": list(BASELINE), "baseline_sw": target,
             "call_ratio": BASELINE[1] / steps}
 

@@ -215,7 +215,8 @@ class Tango:
         sampler.set_timesteps(steps)
         frames = self.latent_frames(duration)
         rows = len(prompts) * samples
-        source = NoiseSource(streams if streams is not None else row_generators(_check_seed(seed), rows), latents, noise)
+        streams = streams if streams is not None else row_generators(_check_seed(seed), rows)
+        source = NoiseSource(streams, latents, noise)
         source.check(self.pipeline.config.latent_shape(rows, frames), sampler.noise_count(), sampler.name)
         batch_size = batch_size or len(prompts)
         starts = range(0, len(prompts), batch_size)

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from tango_rt.runtime.instrument import STAGES
 from tango_rt.benchmarks.stats import percentile, speedup, summarize
 from tango_rt.export.check import THRESHOLDS
 from tango_rt.runtime.errors import InputError
+from tango_rt.runtime.instrument import STAGES
 
 
 def test_summary_statistics_on_known_inputs():
