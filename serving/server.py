@@ -36,6 +36,7 @@ class DrainingServer(uvicorn.Server):
             time.sleep(0.05)
         log.info("drained; shutting down")
         super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # a completed drain is a clean exit (status 0), not death by signal
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

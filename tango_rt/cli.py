@@ -138,6 +138,41 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serving.service import Settings
+    except ImportError as exc:
+        raise InputError(f"serving needs its extra ({exc}): pip install 'tango-rt[serve]'") from None
+    api_key = None
+    if args.api_key_file:
+        try:
+            api_key = Path(args.api_key_file).read_text().strip()
+        except OSError as exc:
+            raise InputError(f"--api-key-file {args.api_key_file}: {exc.strerror}") from None
+        if not api_key:
+            raise InputError(f"--api-key-file {args.api_key_file} is empty")
+    settings = Settings(model=args.model, backend=args.backend, device=args.device, options=_backend_options(args),
+                        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                        timeout_s=args.timeout, max_prompt_chars=args.max_prompt_chars, api_key=api_key)
+    if args.ray:
+        from .serving.ray_app import run as run_ray
+
+        run_ray(settings, host=args.host, port=args.port, replicas=args.replicas, num_gpus=args.num_gpus)
+        return 0
+    from .serving.server import serve
+
+    serve(settings, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+@command
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from .benchmarks.loadtest import main as loadtest_main
+
+    return loadtest_main(args)
+
+
+@command
 def cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks.bench import main as bench_main
 
@@ -241,6 +276,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--work", default=str(Path.home() / ".cache" / "tango-rt" / "bench"),
                        help="where exports for the ONNX / TensorRT variants are cached")
     bench.add_argument("--out", default="bench_results", help="writes results.json, results.md, chart.png")
+
+    srv = sub.add_parser("serve", help="HTTP API with micro-batching, a bounded queue and metrics")
+    _add_runtime_args(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max-batch", type=int, default=4, help="clips per denoising call (capped by the export)")
+    srv.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a batch waits to fill up")
+    srv.add_argument("--max-queue", type=int, default=32, help="requests waiting; beyond it: 429")
+    srv.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take; beyond it: 504")
+    srv.add_argument("--max-prompt-chars", type=int, default=1000, help="longer prompts: 413")
+    srv.add_argument("--api-key-file", default=None, help="file holding the key clients must send")
+    srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    srv.add_argument("--ray", action="store_true", help="run on Ray Serve (pip install 'tango-rt[ray]')")
+    srv.add_argument("--replicas", type=int, default=1, help="--ray: model replicas")
+    srv.add_argument("--num-gpus", type=float, default=0, help="--ray: GPUs per replica")
+
+    load = sub.add_parser("loadtest", help="drive a running server: throughput, latency percentiles, statuses")
+    load.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
+    load.add_argument("--rate", type=float, default=None, help="open loop: Poisson arrivals per second")
+    load.add_argument("--concurrency", type=int, default=4, help="closed loop: clients (when --rate is not given)")
+    load.add_argument("--duration", type=float, default=30.0, help="seconds of sending")
+    load.add_argument("--requests", type=int, default=None, help="stop after this many requests")
+    load.add_argument("--body", default='{"prompt": "An audience cheering and clapping", "steps": 10}',
+                      help="JSON request body")
+    load.add_argument("--api-key-file", default=None)
+    load.add_argument("--timeout", type=float, default=900.0, help="client timeout per request")
+    load.add_argument("--out", default=None, help="writes results.json and results.md")
 
     info = sub.add_parser("info", help="components, parameter counts and configs of a model")
     info.add_argument("--model", default=DEFAULT_MODEL)
