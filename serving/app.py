@@ -53,30 +53,61 @@ def error(status: int, code: str, message: str, request_id: str = "", headers: d
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def create_app(service: Service) -> FastAPI:
-    from tango_rt import __version__
-
-    app = FastAPI(title="tango-rt", version=__version__, description="Text-to-audio with Tango models")
-    app.state.service = service
-    app.state.in_flight = 0
+def install_error_handler(app: FastAPI, metrics_of) -> None:
+    """Validation errors as {"error": ...} with status 422, counted in the metrics of `metrics_of(request)`."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
-        service.metrics.requests.labels("422").inc()
+        metrics = metrics_of(request)
+        if metrics is not None:
+            metrics.requests.labels("422").inc()
         return error(422, "invalid_request", problems)
+
+
+async def handle_generate(service: Service, request: Request, body: GenerateRequest) -> Response:
+    """POST /v1/audio/generate, shared by both front doors."""
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    service.in_flight += 1
+    try:
+        response = await _generate(service, request, body, request_id)
+    finally:
+        service.in_flight -= 1
+    service.metrics.requests.labels(str(response.status_code)).inc()
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def handle_ready(service: Service) -> Response:
+    if service.load_error:
+        return error(503, "load_failed", service.load_error)
+    if service.draining:
+        return error(503, "draining", "shutting down: finishing accepted requests")
+    if not service.ready.is_set():
+        return error(503, "loading", "the model is loading and warming up")
+    return JSONResponse({"status": "ready"})
+
+
+def handle_metrics(service: Service) -> Response:
+    service.metrics.queue_depth.set(service.queue_depth())
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def handle_models(service: Service) -> dict:
+    return {"object": "list", "data": [service.describe()]}
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI front door: one process, one Service with its own batcher."""
+    from tango_rt import __version__
+
+    app = FastAPI(title="tango-rt", version=__version__, description="Text-to-audio with Tango models")
+    app.state.service = service
+    install_error_handler(app, lambda request: service.metrics)
 
     @app.post("/v1/audio/generate", responses={200: {"content": {m: {} for _, m in AUDIO_FORMATS.values()}}})
     async def generate(request: Request, body: GenerateRequest) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        app.state.in_flight += 1
-        try:
-            response = await _generate(service, request, body, request_id)
-        finally:
-            app.state.in_flight -= 1
-        service.metrics.requests.labels(str(response.status_code)).inc()
-        response.headers["X-Request-Id"] = request_id
-        return response
+        return await handle_generate(service, request, body)
 
     @app.get("/health/live")
     async def live() -> dict:
@@ -84,23 +115,15 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/health/ready")
     async def ready() -> Response:
-        if service.load_error:
-            return error(503, "load_failed", service.load_error)
-        if service.draining:
-            return error(503, "draining", "shutting down: finishing accepted requests")
-        if not service.ready.is_set():
-            return error(503, "loading", "the model is loading and warming up")
-        return JSONResponse({"status": "ready"})
+        return handle_ready(service)
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        if service.batcher:
-            service.metrics.queue_depth.set(service.batcher.depth)
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return handle_metrics(service)
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [service.describe()]}
+        return handle_models(service)
 
     return app
 
@@ -115,7 +138,7 @@ def _authorized(service: Service, request: Request) -> bool:
 
 def _retry_after(service: Service) -> str:
     """Seconds until the queue has room: its depth in batches times the recent batch time."""
-    batches = (service.batcher.depth if service.batcher else 1) / max(1, service.settings.max_batch)
+    batches = max(1, service.queue_depth()) / max(1, service.settings.max_batch)
     return str(max(1, math.ceil(batches * service.mean_batch_s)))
 
 
@@ -123,7 +146,7 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
     arrived = time.monotonic()
     if not _authorized(service, request):
         return error(401, "unauthorized", "missing or wrong API key (X-API-Key or Authorization: Bearer)")
-    if service.draining or not service.ready.is_set() or service.batcher is None:
+    if service.draining or not service.ready.is_set():
         service.metrics.rejections.labels("unavailable").inc()
         state = "draining" if service.draining else "loading"
         return error(503, state, f"the server is {state}", headers={"Retry-After": "5"})
@@ -133,7 +156,7 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
     try:
         job = service.job(body.prompt, body.steps, body.guidance, body.scheduler, body.samples, body.seed,
                           body.duration, body.scheduler_options, request_id)
-        future = service.batcher.submit(job)
+        waiting = service.submit(job)
     except PromptTooLong as exc:
         return error(413, "prompt_too_long", str(exc))
     except InputError as exc:
@@ -141,8 +164,7 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
     except QueueFull as exc:
         service.metrics.rejections.labels("queue_full").inc()
         return error(429, "overloaded", str(exc), headers={"Retry-After": _retry_after(service)})
-    service.metrics.queue_depth.set(service.batcher.depth)
-    waiting = asyncio.wrap_future(future)
+    service.metrics.queue_depth.set(service.queue_depth())
     while not waiting.done():
         await asyncio.wait({waiting}, timeout=POLL_S)
         if waiting.done():

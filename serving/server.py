@@ -19,20 +19,19 @@ log = logging.getLogger("tango_rt.serving")
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, service: Service, app):
+    def __init__(self, config: uvicorn.Config, service: Service):
         super().__init__(config)
-        self.service, self.app = service, app
+        self.service = service
 
     def handle_exit(self, sig, frame) -> None:
         if self.service.draining:
             return super().handle_exit(sig, frame)
         self.service.draining = True
-        log.info("draining: no new requests; finishing %d accepted ones", self.app.state.in_flight)
+        log.info("draining: no new requests; finishing %d accepted ones", self.service.in_flight)
         threading.Thread(target=self._exit_when_drained, args=(sig, frame), daemon=True).start()
 
     def _exit_when_drained(self, sig, frame) -> None:
-        batcher = self.service.batcher
-        while self.app.state.in_flight or (batcher is not None and not batcher.idle()):
+        while not self.service.idle():
             time.sleep(0.05)
         log.info("drained; shutting down")
         super().handle_exit(sig, frame)
@@ -46,4 +45,4 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
     app = create_app(service)
     service.start()
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
-    DrainingServer(config, service, app).run()
+    DrainingServer(config, service).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
@@ -56,11 +57,28 @@ class Service:
         self.draining = False
         self.load_error: str | None = None
         self.mean_batch_s = 1.0  # moving average of batch wall time, for Retry-After
+        self.in_flight = 0  # requests accepted and not yet answered (the drain waits for 0)
 
     def start(self) -> None:
-        threading.Thread(target=self._load, name="tango-load", daemon=True).start()
+        threading.Thread(target=self.load, name="tango-load", daemon=True).start()
 
-    def _load(self) -> None:
+    def submit(self, job: Job) -> asyncio.Future:
+        """Queue a job for the worker; the awaitable resolves to its clips (QueueFull when there is no room)."""
+        return asyncio.wrap_future(self.batcher.submit(job))
+
+    def queue_depth(self) -> int:
+        return self.batcher.depth if self.batcher else 0
+
+    def idle(self) -> bool:
+        return self.in_flight == 0 and (self.batcher is None or self.batcher.idle())
+
+    def make_batcher(self, max_rows: int) -> Batcher | None:
+        """The bounded queue and worker thread (the Ray front door batches with @serve.batch instead)."""
+        s = self.settings
+        return Batcher(lambda jobs: run_jobs(self.tango, jobs), max_rows, s.max_wait_ms / 1000, s.max_queue,
+                       on_batch=self.observe_batch)
+
+    def load(self) -> None:
         from ..runtime.tango import Tango
 
         s = self.settings
@@ -70,8 +88,8 @@ class Service:
             instrument(self.tango.pipeline, MetricsRecorder(self.metrics))
             declared = self.tango.pipeline.ranges.get("batch")
             max_rows = min(s.max_batch, declared.max) if declared else s.max_batch
-            self.batcher = Batcher(lambda jobs: run_jobs(self.tango, jobs), max_rows, s.max_wait_ms / 1000,
-                                   s.max_queue, on_batch=self._observe_batch)
+            self.max_rows = max_rows
+            self.batcher = self.make_batcher(max_rows)
             if s.warmup:
                 shortest = self.tango.pipeline.config.duration(self.tango.pipeline.config.unet_downsample)
                 self.tango.generate("warm-up", steps=1, duration=shortest, seed=0, scheduler="ddim")
@@ -81,7 +99,7 @@ class Service:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading %s failed", s.model)
 
-    def _observe_batch(self, jobs: list[Job], seconds: float) -> None:
+    def observe_batch(self, jobs: list[Job], seconds: float) -> None:
         self.metrics.batch_size.observe(sum(j.samples for j in jobs))
         self.metrics.batch_seconds.observe(seconds)
         self.mean_batch_s = 0.8 * self.mean_batch_s + 0.2 * seconds
@@ -108,7 +126,7 @@ class Service:
         """What is loaded: for GET /v1/models."""
         s = self.settings
         info = {"id": s.model, "backend": s.backend, "device": s.device, "ready": self.ready.is_set(),
-                "max_batch": self.batcher.max_batch if self.batcher else s.max_batch}
+                "max_batch": getattr(self, "max_rows", s.max_batch)}
         if self.tango is not None:
             pipeline = self.tango.pipeline
             info["sample_rate"] = pipeline.config.sample_rate

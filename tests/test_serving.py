@@ -218,5 +218,6 @@ def test_cli_serve_needs_a_readable_key_file(tmp_path, capsys):
 
 
 def test_json_error_body_shape_is_stable(server):
-    response = server.client.post("/v1/audio/generate", content=b"not json", headers={"content-type": "application/json"})
+    response = server.client.post("/v1/audio/generate", content=b"not json",
+                                  headers={"content-type": "application/json"})
     assert response.status_code == 422 and json.loads(response.text)["error"]["code"] == "invalid_request"

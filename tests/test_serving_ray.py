@@ -1,0 +1,64 @@
+"""The Ray Serve front door for real: a local Ray instance on this CPU, two replicas of the tiny model, the same
+HTTP API; requests spread over both replicas, and one replica killed while serving does not stop the service."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import INT16_LSB
+
+pytest.importorskip("ray.serve", reason="needs ray[serve]: pip install 'tango-rt[ray]'")
+httpx = pytest.importorskip("httpx")
+soundfile = pytest.importorskip("soundfile")
+
+from serving_helpers import FAST, ServerProcess  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _pid(response) -> int:
+    assert response.status_code == 200, response.text
+    return int(response.headers["x-replica-pid"])
+
+
+def test_two_replicas_share_the_load_and_survive_a_killed_replica(tiny_tango):
+    srv = ServerProcess("--ray", "--replicas", "2", "--max-batch", "2")
+    try:
+        srv.wait_ready(timeout=300)
+        body = {"prompt": "a bell", **FAST, "seed": 3}
+        pids: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline:
+            responses: list = []
+
+            def send(into: list = responses) -> None:
+                into.append(srv.client.post("/v1/audio/generate", json=body))
+
+            threads = [threading.Thread(target=send) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            pids |= {_pid(r) for r in responses}
+        assert len(pids) == 2, "requests never reached the second replica"
+        clip = soundfile.read(io.BytesIO(responses[0].content), dtype="int16")[0]
+        local = tiny_tango.generate("a bell", steps=2, duration=1.0, scheduler="ddim", seed=3)
+        assert np.abs(clip.astype(np.int32) - local).max() <= INT16_LSB  # same API, same audio
+        victim = sorted(pids)[0]
+        os.kill(victim, signal.SIGKILL)
+        statuses = []
+        for _ in range(8):
+            try:
+                statuses.append(srv.client.post("/v1/audio/generate", json=body, timeout=120).status_code)
+            except httpx.TransportError:
+                statuses.append(0)
+        assert statuses[-4:] == [200] * 4, statuses  # after the kill is noticed, every request succeeds
+    finally:
+        srv.terminate(timeout=120)
