@@ -115,13 +115,14 @@ def prepare(config: BenchConfig, work: Path) -> dict[str, dict]:
     max_batch = max(config.batches)
     for variant in map(Variant.parse, config.variants):
         backend = get_backend(variant.backend)
-        options: dict = {"cuda_graph": True} if variant.cuda_graph else {}
+        export_precision, options = backend.variant(variant.precision)
+        if variant.cuda_graph:
+            options["cuda_graph"] = True
         if backend.loads_from == "checkpoint":
             model = config.model
-            options["precision"] = variant.precision
         else:
-            model = str(onnx_folder(config.model, variant.precision, work, max_batch))
-        if backend.artifact_format == "tensorrt":
+            model = str(onnx_folder(config.model, export_precision, work, max_batch))
+        if "tensorrt" in backend.artifact_formats:
             from ..engines.build import reuse_or_build
 
             model = str(reuse_or_build(Path(model), Path(model).parent / f"{Path(model).name}-engines"))

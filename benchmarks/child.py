@@ -93,6 +93,7 @@ def measure(job: dict) -> dict:
             "rtf": batch * audio_s / e2e["median"],
             "throughput_clips_per_s": batch / e2e["median"],
         }
+        batches[str(batch)]["extrapolated_s"] = extrapolate(batches[str(batch)])
     return {
         "variant": variant,
         "label": job["label"],
@@ -106,6 +107,16 @@ def measure(job: dict) -> dict:
         "torch_imported": "torch" in sys.modules,
         "batches": batches,
     }
+
+
+EXTRAPOLATED_STEPS = (25, 50, 100, 200)
+
+
+def extrapolate(run: dict) -> dict[str, float]:
+    """Seconds per generation at other step counts from this run's per-stage medians: tokenize + text encoder +
+    steps x UNet step + VAE + vocoder (the samplers' own arithmetic is ~1 ms per step)."""
+    fixed = sum(run["per_generation"][s]["median"] for s in STAGES if s != "unet_step")
+    return {str(n): fixed + n * run["stages"]["unet_step"]["median"] for n in EXTRAPOLATED_STEPS}
 
 
 def _device(tango: Tango) -> str:

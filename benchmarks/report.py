@@ -56,11 +56,26 @@ def table(result: dict) -> str:
                 f"{rss} | {'-' if gpu is None else f'{gpu:.0f}'} | "
                 f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} | {accuracy} |"
             )
+    lines += ["", "Seconds per generation at other step counts, from the per-stage medians above "
+              "(tokenize + text encoder + steps x UNet step + VAE + vocoder):", "",
+              "| variant | batch | " + " | ".join(f"{n} steps" for n in _extrapolated_steps(result)) + " |",
+              "|---|---|" + "---|" * len(_extrapolated_steps(result))]
+    for name, v in result["variants"].items():
+        for batch, run in v.get("batches", {}).items():
+            values = run.get("extrapolated_s", {})
+            lines.append(f"| {name} | {batch} | " + " | ".join(f"{values[n]:.2f}" for n in values) + " |")
     lines += ["", "Stage times are medians per generation (the UNet column is per step); RTF = seconds of audio "
               f"per second of compute; speed-ups and UNet errors are against the baseline, {result['baseline']}, "
               "of this run (the UNet error on one fixed input). GPU MB: torch's allocator peak, else the "
               "process's device memory from nvidia-smi."]
     return "\n".join(lines)
+
+
+def _extrapolated_steps(result: dict) -> list[str]:
+    for v in result["variants"].values():
+        for run in v.get("batches", {}).values():
+            return list(run.get("extrapolated_s", {}))
+    return []
 
 
 def chart(result: dict, path: Path) -> Path | None:

@@ -32,6 +32,14 @@ from ..runtime.schedulers.sigmas import interpolate
 from .machine import machine_info
 
 STEPS = (5, 8, 10, 15, 20, 25, 30, 50, 100, 200)
+# label -> (sampler name, options): every name with its defaults, plus Karras sigmas where users turn them on
+SAMPLERS = {
+    **{name: (name, {}) for name in SCHEDULER_NAMES},
+    "dpm++ karras": ("dpm++", {"use_karras_sigmas": True}),
+    "dpm++sde karras": ("dpm++sde", {"use_karras_sigmas": True}),
+    "unipc karras": ("unipc", {"use_karras_sigmas": True}),
+    "euler karras": ("euler", {"use_karras_sigmas": True}),
+}
 DETERMINISTIC = ("ddim", "dpm++", "unipc", "euler")
 BASELINE = ("ddpm", 100)  # the original Tango's default
 
@@ -88,9 +96,10 @@ class IdealDenoiser:
         return (alpha * eps - sigma * x0).astype(np.float32)
 
 
-def run_sampler(name: str, steps: int, denoiser: IdealDenoiser, count: int, dim: int, seed: int) -> np.ndarray:
+def run_sampler(name: str, steps: int, denoiser: IdealDenoiser, count: int, dim: int, seed: int,
+                options: dict | None = None) -> np.ndarray:
     """The pipeline's loop (runtime/pipeline.py) with the ideal denoiser for the UNet and no guidance."""
-    scheduler = make_scheduler(name, default_scheduler_config())
+    scheduler = make_scheduler(name, default_scheduler_config(), **(options or {}))
     scheduler.set_timesteps(steps)
     generators = row_generators(seed, count)
     x = np.stack([g.standard_normal(dim, dtype=np.float32) for g in generators]) * np.float32(
@@ -134,9 +143,9 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = 128, see
     return float(np.abs(pa - pb).mean())
 
 
-def initial_vp(name: str, steps: int, count: int, dim: int, seed: int, denoiser: IdealDenoiser):
+def initial_vp(name: str, steps: int, count: int, dim: int, seed: int, options: dict | None = None):
     """A deterministic sampler's start, as a VP sample and the timestep it is taken at."""
-    scheduler = make_scheduler(name, default_scheduler_config())
+    scheduler = make_scheduler(name, default_scheduler_config(), **(options or {}))
     scheduler.set_timesteps(steps)
     x = np.stack([g.standard_normal(dim, dtype=np.float32) for g in row_generators(seed, count)])
     x = x * np.float32(scheduler.init_noise_sigma)
@@ -144,24 +153,25 @@ def initial_vp(name: str, steps: int, count: int, dim: int, seed: int, denoiser:
     return scheduler.scale_model_input(x, 0).astype(np.float64), t0
 
 
-def evaluate(steps_list=STEPS, samplers=SCHEDULER_NAMES, count: int = 4096, dim: int = 8, seed: int = 0) -> dict:
+def evaluate(steps_list=STEPS, samplers=tuple(SAMPLERS), count: int = 4096, dim: int = 8, seed: int = 0) -> dict:
     mixture = GaussianMixture.random(dim, seed=seed)
     denoiser = IdealDenoiser(mixture, make_scheduler("ddpm").alphas_cumprod)
     truth = mixture.sample(count, np.random.default_rng(seed + 100))
     floor = sliced_wasserstein(mixture.sample(count, np.random.default_rng(seed + 200)), truth)
     rows: dict[str, dict[str, dict]] = {}
     references: dict[tuple[str, float], np.ndarray] = {}
-    for name in samplers:
+    for label in samplers:
+        name, options = SAMPLERS[label]
         for steps in steps_list:
-            samples, _ = run_sampler(name, steps, denoiser, count, dim, seed)
+            samples, _ = run_sampler(name, steps, denoiser, count, dim, seed, options)
             row = {"sw": sliced_wasserstein(samples, truth), "calls": steps}
             if name in DETERMINISTIC:
-                start, t0 = initial_vp(name, steps, count, dim, seed, denoiser)
+                start, t0 = initial_vp(name, steps, count, dim, seed, options)
                 key = (name, t0) if name == "euler" else ("vp", t0)
                 if key not in references:
                     references[key] = probability_flow(start, t0, denoiser)
                 row["pf"] = float(np.sqrt(((samples - references[key]) ** 2).mean()))
-            rows.setdefault(name, {})[str(steps)] = row
+            rows.setdefault(label, {})[str(steps)] = row
     return {"floor_sw": floor, "rows": rows, "mixture": {"dim": dim, "components": len(mixture.weights),
                                                          "count": count, "seed": seed}}
 
@@ -172,8 +182,9 @@ def recommend(result: dict) -> dict:
     candidates = [(row["calls"], row["sw"], name, int(steps)) for name, rows in result["rows"].items()
                   for steps, row in rows.items() if row["sw"] <= target]
     _, sw, name, steps = min(candidates)
-    return {"scheduler": name, "steps": steps, "sw": sw, "baseline": list(BASELINE), "baseline_sw": target,
-            "call_ratio": BASELINE[1] / steps}
+    scheduler, options = SAMPLERS[name]
+    return {"label": name, "scheduler": scheduler, "options": options, "steps": steps, "sw": sw,
+            "baseline": list(BASELINE), "baseline_sw": target, "call_ratio": BASELINE[1] / steps}
 
 
 def markdown(result: dict) -> str:
@@ -196,7 +207,7 @@ def markdown(result: dict) -> str:
     for name, rows in result["rows"].items():
         if "pf" in rows[steps[0]]:
             lines.append(f"| {name} | " + " | ".join(f"{rows[s]['pf']:.4f}" for s in steps) + " |")
-    lines += ["", f"Recommended fast preset: **{rec['scheduler']} with {rec['steps']} steps** (sliced W1 "
+    lines += ["", f"Recommended fast preset: **{rec['label']} with {rec['steps']} steps** (sliced W1 "
               f"{rec['sw']:.4f}), the fewest UNet calls at or below the original default {BASELINE[0]} "
               f"{BASELINE[1]} steps ({rec['baseline_sw']:.4f}): {rec['call_ratio']:.1f}x fewer UNet calls."]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,11 @@ precision can represent, independent of the CPU or GPU that runs it:
   breakage (overflow, a missing FP32 island) while passing healthy FP16.
 - int8-dynamic: 8-bit weights and activations round to 1/254 of each tensor's range (~48 dB for one tensor);
   compounded over the UNet's quantized MatMuls that leaves ~20-30 dB: 15 dB and cosine 0.99 flag breakage.
+- bf16 and int8-weights keep 8 significant bits, like int8-dynamic: BF16 rounds every operand to 2^-9 relative,
+  per-channel INT8 weights to 1/255 of each channel's range. They get the same bounds (15 dB, cosine 0.99): a
+  deep network compounds those roundings to ~20-35 dB (random tiny weights, which cancel more than trained
+  ones, are the low end), while breakage (overflow, a missing FP32 island, wrong scales) falls below 10 dB.
+  A network run with both (int8-weights+bf16) takes the looser of each bound.
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ THRESHOLDS = {  # precision: (minimum cosine similarity, minimum SNR in dB)
     "fp32": (0.99999, 60.0),
     "fp16": (0.999, 30.0),
     "int8-dynamic": (0.99, 15.0),
+    "bf16": (0.99, 15.0),
+    "int8-weights": (0.99, 15.0),
 }
+
+
+def thresholds(precision: str) -> tuple[float, float]:
+    """(minimum cosine, minimum SNR dB) of a precision label; "a+b" labels take the looser of each."""
+    parts = [THRESHOLDS[p] for p in precision.split("+")]
+    return min(p[0] for p in parts), min(p[1] for p in parts)
 
 
 @dataclass
@@ -75,7 +88,10 @@ def _shapes(ranges: dict, config) -> list[dict[str, int]]:
     return [opt, low] if fits and low != opt else [opt]
 
 
-def _precision(model: str, name: str, options: dict) -> str:
+def _precision(model: str, name: str, component, options: dict) -> str:
+    """What the network ran at: the backend's read-back where it has one, else the export's or the option."""
+    if getattr(component, "effective_precision", None):
+        return component.effective_precision
     if is_artifact(model):
         return open_artifact(model).manifest["components"][name]["precision"]
     return options.get("precision") or "fp32"
@@ -97,8 +113,8 @@ def check_model(model: str, backend: str | None = None, device: str | None = Non
     ranges = artifact.ranges if artifact else ShapeProfile().ranges(config)
     rows = []
     for name in COMPONENTS:
-        precision = _precision(model, name, options)
-        min_cosine, min_snr = THRESHOLDS[precision]
+        precision = _precision(model, name, candidate.components[name], options)
+        min_cosine, min_snr = thresholds(precision)
         for shape in _shapes(ranges, config):
             feeds = specs[name].sample_inputs(shape, config, seed=1)
             metrics = compare(candidate.components[name](**feeds), reference.components[name](**feeds))

@@ -31,7 +31,7 @@ from ..runtime.errors import ArtifactError
 from ..runtime.precision import component_precision
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
-from .precision import convert_to_fp16, quantize_int8
+from .precision import compress_weights_int8, convert_to_fp16, quantize_int8
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # protobuf caps a graph at 2 GB: above 1 GB of weights, write external data
@@ -39,7 +39,7 @@ EXPORT_BATCH, EXPORT_TEXT_LEN = 1, 7  # odd sizes on purpose: see the module doc
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
 
 
 def _save(model, path: Path) -> None:
@@ -83,12 +83,10 @@ def _trace(module, spec, feeds: dict, path: Path, opset: int) -> None:
 
 
 def export_component(module, spec, config, out: Path, precision: str, opset: int) -> dict:
-    """Trace one network to `out/<name>.onnx`, apply the precision policy, check it; return its manifest entry.
+    """Trace one network to `out/<name>.onnx`, apply the precision, check it; return its manifest entry.
 
     `fp32_nodes` in the entry counts the nodes the policy kept in FP32 (FP16) or out of quantization (INT8).
-    """
-    import onnx
-
+    INT8 weight compression writes OpenVINO IR (`<name>.xml` + `.bin`) instead: only OpenVINO runs it."""
     staging = out / f".staging-{spec.name}"
     staging.mkdir()
     try:
@@ -96,28 +94,41 @@ def export_component(module, spec, config, out: Path, precision: str, opset: int
         frames = config.latent_frames + config.unet_downsample
         feeds = spec.sample_inputs(dims(config, EXPORT_BATCH, EXPORT_TEXT_LEN, frames), config)
         _trace(module, spec, feeds, traced, opset)
-        target = out / f"{spec.name}.onnx"
-        actual, fp32_nodes = component_precision(precision, spec.name), []
-        if actual == "int8-dynamic":
-            fp32_nodes = quantize_int8(str(traced), str(target), spec.name)
+        actual = component_precision(precision, spec.name)
+        if actual == "int8-weights":
+            target = out / f"{spec.name}.xml"
+            entry = {"format": "openvino", **_ir_entries(out, target, compress_weights_int8(traced, target))}
         else:
-            model, fp32_nodes = convert_to_fp16(str(traced), spec.name) if actual == "fp16" else (onnx.load(traced), [])
-            _save(model, target)
-            del model
+            target = out / f"{spec.name}.onnx"
+            entry = {"format": "onnx", **_onnx_entries(out, target, _write_onnx(traced, target, actual, spec.name))}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return {**entry, "precision": actual, "opset": opset, "inputs": [t.to_dict() for t in spec.inputs],
+            "outputs": [t.to_dict() for t in spec.outputs]}
+
+
+def _write_onnx(traced: Path, target: Path, actual: str, name: str) -> list[str]:
+    """The ONNX graph at `actual` precision; returns the nodes the policy kept FP32 or unquantized."""
+    import onnx
+
+    if actual == "int8-dynamic":
+        return quantize_int8(str(traced), str(target), name)
+    model, kept = convert_to_fp16(str(traced), name) if actual == "fp16" else (onnx.load(traced), [])
+    _save(model, target)
+    return kept
+
+
+def _onnx_entries(out: Path, target: Path, kept: list[str]) -> dict:
+    import onnx
+
     onnx.checker.check_model(str(target))  # by path: external-data aware
-    entry = {
-        "format": "onnx",
-        **file_entry(out, target.name),
-        "external_data": [file_entry(out, name) for name in external_files(target)],
-        "precision": actual,
-        "fp32_nodes": len(fp32_nodes),
-        "opset": opset,
-        "inputs": [t.to_dict() for t in spec.inputs],
-        "outputs": [t.to_dict() for t in spec.outputs],
-    }
-    return entry
+    return {**file_entry(out, target.name), "fp32_nodes": len(kept),
+            "external_data": [file_entry(out, name) for name in external_files(target)]}
+
+
+def _ir_entries(out: Path, target: Path, compressed: int) -> dict:
+    return {**file_entry(out, target.name), "compressed_weights": compressed,
+            "external_data": [file_entry(out, target.with_suffix(".bin").name)]}
 
 
 def _copy_text_files(checkpoint, out: Path) -> None:

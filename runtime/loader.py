@@ -36,6 +36,19 @@ def parse_backends(backend: str | Mapping[str, str]) -> dict[str, Backend]:
     return {name: get_backend(backend.get(name, default)) for name in COMPONENTS}
 
 
+def _check_formats(artifact, backends: Mapping[str, Backend]) -> None:
+    """Each network's files must be in a format its backend runs (ONNX for onnxruntime, IR for openvino, ...)."""
+    from .backends.registry import backend_for_format
+
+    for name, backend in backends.items():
+        entry = artifact.manifest["components"].get(name)
+        if backend.loads_from != "artifact" or entry is None or entry["format"] in backend.artifact_formats:
+            continue
+        raise BackendError(f"backend {backend.name!r} cannot run {name}: {artifact.root} holds it as "
+                           f"{entry['format']} ({entry.get('precision')}); use backend "
+                           f"{backend_for_format(entry['format']).name!r} for it")
+
+
 def load_pipeline(
     model: str, backend: str | Mapping[str, str] = "torch", device: str | None = None, **options: Any
 ) -> TangoPipeline:
@@ -54,6 +67,8 @@ def load_pipeline(
             f"backends {lean} run exported graphs: export first with "
             f"`tango-rt export --model {model} --out DIR` (and `tango-rt build` for TensorRT), then pass DIR"
         )
+    if artifact is not None:
+        _check_formats(artifact, backends)
     routed = route_options(chosen, options)
     loaders = {b.name: b.load().load_components for b in chosen}
     checkpoint: Checkpoint | None = None

@@ -37,8 +37,12 @@ class PrecisionPolicy:
     torch_modules: tuple[str, ...] = ()
 
     def fp32_nodes(self, node_names: Iterable[str]) -> list[str]:
-        """ONNX nodes (names as the TorchScript exporter writes module scopes) that stay FP32."""
-        return [n for n in node_names if self.whole_graph_fp32 or any(re.search(p, n) for p in self.onnx_nodes)]
+        """ONNX nodes (names as the TorchScript exporter writes module scopes) that stay FP32 under FP16."""
+        return [n for n in node_names if self.whole_graph_fp32 or self.is_island(n)]
+
+    def is_island(self, node_name: str) -> bool:
+        """A node of the FP32 islands proper (not the whole-graph rule, which is about FP16 overflow only)."""
+        return any(re.search(p, node_name) for p in self.onnx_nodes)
 
     def fp32_modules(self, module_names: Iterable[str]) -> list[str]:
         """torch modules (qualified names from named_modules) that run in FP32 inside an FP16 network."""
@@ -63,7 +67,10 @@ PRECISION_POLICY: dict[str, PrecisionPolicy] = {
 
 def component_precision(precision: str, name: str) -> str:
     """What a model-wide precision means for one network: reduced precisions spare whole-FP32 networks (T5);
-    int8 is the UNet's MatMul weights only (a CPU option)."""
+    int8 is the UNet's MatMul weights only (ONNX Runtime on CPUs); int8-weights stores the UNet's and T5's
+    weights as INT8 with FP32 / BF16 arithmetic (OpenVINO), which has no FP16 overflow to fear in T5."""
+    if precision == "int8-weights":
+        return precision if name in (UNET, TEXT_ENCODER) else "fp32"
     if PRECISION_POLICY[name].whole_graph_fp32:
         return "fp32"
     if precision == "int8":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,7 +30,8 @@ class ServerProcess:
         command = [sys.executable, "-m", "tango_rt.cli", "serve", "--model", model, "--backend", backend,
                    "--device", "cpu", "--port", str(self.port), "--log-level", "warning", *args]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TANGO_RT_DEBUG": "1"}
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True)  # its own process group: see terminate
         self.client = httpx.Client(base_url=self.url, timeout=120)
 
     def wait_live(self, timeout: float = 60) -> None:
@@ -58,6 +60,8 @@ class ServerProcess:
             return self.process.wait(timeout)
         finally:
             self.client.close()
+            with contextlib.suppress(ProcessLookupError):  # helpers left behind (Ray's node agents) go with it
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def output(self) -> str:
         return self.process.stdout.read() if self.process.stdout else ""

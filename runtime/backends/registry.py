@@ -24,14 +24,21 @@ class Backend:
     module: str  # import path of the module with load_components
     extra: str  # pip extra that installs it: pip install 'tango-rt[<extra>]'
     loads_from: str  # "checkpoint" (torch weights) or "artifact" (an exported folder)
-    artifact_format: str | None  # the manifest format of the files it runs: "onnx", "tensorrt"; None for checkpoints
-    precisions: tuple[str, ...]  # bench / export precisions it runs; the first is the default
+    artifact_formats: tuple[str, ...]  # manifest formats of the files it runs ("onnx", "tensorrt", ...)
+    precisions: tuple[str, ...]  # what `bench` variants can ask of it; the first is the default
     options: Mapping[str, str] = field(default_factory=dict)  # option name -> what it does
     aliases: tuple[str, ...] = ()
+    # precision -> (precision of the export it runs, backend options); unlisted: (precision, {})
+    variants: Mapping[str, tuple[str, Mapping[str, object]]] = field(default_factory=dict)
 
     @property
     def default_precision(self) -> str:
         return self.precisions[0]
+
+    def variant(self, precision: str) -> tuple[str, dict[str, object]]:
+        """The export precision and backend options that make this backend run at `precision`."""
+        export, options = self.variants.get(precision, (precision, {}))
+        return export, dict(options)
 
     def load(self) -> ModuleType:
         try:
@@ -46,14 +53,14 @@ BACKENDS: dict[str, Backend] = {
     backend.name: backend
     for backend in (
         Backend(
-            "torch", "tango_rt.runtime.backends.torch_backend", "torch", "checkpoint", None, ("fp32", "fp16"),
+            "torch", "tango_rt.runtime.backends.torch_backend", "torch", "checkpoint", (), ("fp32", "fp16"),
             {"precision": "fp32 | fp16 (CUDA; T5 and the policy's islands stay FP32)",
              "cuda_graph": "replay the UNet from CUDA graphs (CUDA)",
              "compile": "torch.compile the UNet (True or a mode name)"},
-            aliases=("pytorch",),
+            aliases=("pytorch",), variants={"fp16": ("fp32", {"precision": "fp16"})},
         ),
         Backend(
-            "onnxruntime", "tango_rt.runtime.backends.ort_backend", "onnxruntime", "artifact", "onnx",
+            "onnxruntime", "tango_rt.runtime.backends.ort_backend", "onnxruntime", "artifact", ("onnx",),
             ("fp32", "fp16", "int8"),
             {"providers": "ONNX Runtime execution providers, in order",
              "threads": "intra-op threads",
@@ -63,10 +70,20 @@ BACKENDS: dict[str, Backend] = {
             aliases=("ort",),
         ),
         Backend(
-            "tensorrt", "tango_rt.runtime.backends.trt_backend", "tensorrt", "artifact", "tensorrt",
+            "tensorrt", "tango_rt.runtime.backends.trt_backend", "tensorrt", "artifact", ("tensorrt",),
             ("fp16", "fp32"),
             {"cuda_graph": "replay each engine from a CUDA graph (static-shape engines)"},
             aliases=("trt",),
+        ),
+        Backend(
+            "openvino", "tango_rt.runtime.backends.ov_backend", "openvino", "artifact", ("onnx", "openvino"),
+            ("fp32", "bf16", "int8"),
+            {"precision": "fp32 | bf16 (CPUs with AVX-512 BF16 / AMX; what ran is read back)",
+             "threads": "inference threads", "streams": "parallel inference streams",
+             "performance_hint": "LATENCY | THROUGHPUT",
+             "cache_dir": "compiled-model cache folder ('' disables; default ~/.cache/tango-rt/openvino)"},
+            aliases=("ov",),
+            variants={"bf16": ("fp32", {"precision": "bf16"}), "int8": ("int8-weights", {})},
         ),
     )
 }
@@ -85,7 +102,7 @@ def get_backend(name: str) -> Backend:
 def backend_for_format(fmt: str) -> Backend:
     """The first registered backend that runs artifacts of this format (what an exported folder runs on)."""
     for backend in BACKENDS.values():
-        if backend.artifact_format == fmt:
+        if fmt in backend.artifact_formats:
             return backend
     raise BackendError(f"no backend runs {fmt!r} artifacts")
 

@@ -1,0 +1,133 @@
+"""The OpenVINO backend: FP32 against the original's golden outputs (same bounds as ONNX Runtime), BF16 and INT8
+weights against FP32 with `tango-rt check`'s thresholds, the lean import, mixing, and bad options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURE, INT16_LSB, TOL_LATENTS
+from tango_rt.export.check import compare, thresholds
+from tango_rt.runtime.errors import BackendError
+from tango_rt.runtime.specs import COMPONENTS, component_specs, dims
+
+ov = pytest.importorskip("openvino")
+pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def ov_tango(onnx_dir):
+    from tango_rt import Tango
+
+    return Tango(str(onnx_dir), backend="openvino", cache_dir="")
+
+
+def _bf16_here() -> bool:
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_fp32_end_to_end_matches_the_originals_golden_output(ov_tango, golden, golden_meta):
+    from tango_rt.runtime.noise import NoiseSource
+    from tango_rt.runtime.schedulers import make_scheduler
+
+    pipeline = ov_tango.pipeline
+    assert {c.effective_precision for c in pipeline.components.values()} == {"fp32"}
+    text = pipeline.encode_text(golden_meta["prompts"], samples=1, guided=True)
+    noise = NoiseSource.from_seed(0, 3, golden["ddim_init_noise"])
+    latents = pipeline.denoise(text, make_scheduler("ddim"), 10, 3.0, noise)
+    np.testing.assert_allclose(latents, golden["ddim_final_latents"], **TOL_LATENTS)
+    waves = ov_tango.generate_for_batch(golden_meta["prompts"], steps=10, scheduler="ddim",
+                                        latents=golden["ddim_init_noise"])
+    assert np.abs(np.stack(waves).astype(np.int32) - golden["vocoder_wave_int16"]).max() <= INT16_LSB
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_fp32_networks_match_onnxruntime_at_other_shapes(ov_tango, onnx_dir, name):
+    from tango_rt import Tango
+
+    ort = Tango(str(onnx_dir), backend="onnxruntime")
+    config = ov_tango.pipeline.config
+    feeds = component_specs(config)[name].sample_inputs(dims(config, 3, 11, 40), config, seed=4)
+    metrics = compare(ov_tango.pipeline.components[name](**feeds), ort.pipeline.components[name](**feeds))
+    assert metrics["cosine"] >= thresholds("fp32")[0] and metrics["snr_db"] >= thresholds("fp32")[1]
+
+
+def test_bf16_runs_in_bf16_within_its_thresholds_or_is_refused(onnx_dir, ov_tango):
+    from tango_rt import Tango
+
+    if not _bf16_here():
+        with pytest.raises(BackendError, match="no BF16 support here"):
+            Tango(str(onnx_dir), backend="openvino", precision="bf16", cache_dir="")
+        return
+    bf16 = Tango(str(onnx_dir), backend="openvino", precision="bf16", cache_dir="")
+    assert {c.effective_precision for c in bf16.pipeline.components.values()} == {"bf16"}
+    config = bf16.pipeline.config
+    low_cosine, low_snr = thresholds("bf16")
+    for name in COMPONENTS:
+        feeds = component_specs(config)[name].sample_inputs(dims(config, 1, 16), config, seed=6)
+        metrics = compare(bf16.pipeline.components[name](**feeds), ov_tango.pipeline.components[name](**feeds))
+        assert metrics["finite"] and metrics["cosine"] >= low_cosine and metrics["snr_db"] >= low_snr, (name, metrics)
+        assert metrics["snr_db"] < 120  # really BF16: not bit-identical to FP32
+
+
+def test_int8_weights_export(tmp_path, ov_tango):
+    pytest.importorskip("nncf")
+    from tango_rt import Tango
+    from tango_rt.export.check import check_model
+    from tango_rt.export.onnx_export import export_onnx
+
+    folder = export_onnx(str(FIXTURE), tmp_path / "int8w", precision="int8-weights")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("unet", "text_encoder"):
+        entry = manifest["components"][name]
+        assert entry["format"] == "openvino" and entry["precision"] == "int8-weights"
+        assert entry["file"] == f"{name}.xml" and entry["compressed_weights"] > 0
+    assert manifest["components"]["vocoder"]["format"] == "onnx"
+    int8 = Tango(str(folder), backend="openvino", cache_dir="")
+    assert int8.pipeline.components["unet"].effective_precision == "int8-weights+fp32"
+    rows = check_model(str(folder), backend="openvino", cache_dir="")
+    assert all(r.passed for r in rows), rows
+    assert any(r.snr_db < 120 for r in rows if r.component == "unet")  # the weights really changed
+    with pytest.raises(BackendError, match=r"backend 'onnxruntime' cannot run text_encoder: .* use backend 'openvino'"):
+        Tango(str(folder), backend="onnxruntime")
+
+
+def test_lean_path_imports_no_torch(onnx_dir):
+    code = f"""
+import sys
+from tango_rt import Tango
+wave = Tango({str(onnx_dir)!r}, backend="openvino", cache_dir="").generate("a bell", steps=2, seed=0)
+assert wave.shape == (163872,), wave.shape
+print("heavy:", sorted(m for m in ("torch", "transformers", "diffusers") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "heavy: []" in result.stdout, result.stdout + result.stderr
+
+
+def test_mixed_with_onnxruntime_and_the_model_cache(onnx_dir, ov_tango, tmp_path):
+    from tango_rt import Tango
+
+    mixed = Tango(str(onnx_dir), backend="text_encoder=onnxruntime,default=openvino", cache_dir=str(tmp_path))
+    assert {n: c.backend for n, c in mixed.pipeline.components.items()} == {
+        "text_encoder": "onnxruntime", "unet": "openvino", "vae_decoder": "openvino", "vocoder": "openvino"}
+    a = mixed.generate("water", steps=2, seed=1, scheduler="ddim")
+    b = ov_tango.generate("water", steps=2, seed=1, scheduler="ddim")
+    assert np.abs(a.astype(np.int32) - b).max() <= INT16_LSB
+    assert any(tmp_path.iterdir()), "compiled models were cached"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"device": "tpu"}, "OpenVINO device 'tpu' is not available here"),
+    ({"precision": "fp8"}, "openvino precision must be one of"),
+    ({"performance_hint": "fast"}, "performance_hint must be one of"),
+    ({"providers": ["CPUExecutionProvider"]}, r"option\(s\) \['providers'\] do not apply"),
+])
+def test_bad_options_are_clear_errors(onnx_dir, options, message):
+    from tango_rt import Tango
+
+    with pytest.raises(BackendError, match=message):
+        Tango(str(onnx_dir), backend="openvino", **options)
