@@ -99,6 +99,8 @@ def measure(job: dict) -> dict:
         "label": job["label"],
         "model": job["model"],
         "providers_or_device": _device(tango),
+        "effective_precision": {name: getattr(c, "effective_precision", None)
+                                for name, c in tango.pipeline.components.items()},
         "load_s": load_s,
         "latent_frames": frames,
         "audio_seconds_per_clip": audio_s,

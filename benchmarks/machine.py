@@ -20,6 +20,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+             "avx_vnni", "asimd", "sve", "bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set extensions that decide which precisions run fast here (BF16, INT8 units)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in ISA_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def memory_gb() -> float | None:
     try:
         import psutil
@@ -56,11 +72,12 @@ def git_revision() -> str | None:
 def machine_info() -> dict:
     return {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "memory_gb": memory_gb(),
         "gpus": gpus(),
         "platform": platform.platform(),
-        "versions": library_versions("numpy", "onnxruntime", "onnxruntime-gpu", "torch", "transformers",
-                                     "diffusers", "tensorrt", "tango-rt"),
+        "versions": library_versions("numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "torch",
+                                     "transformers", "diffusers", "tensorrt", "tango-rt"),
         "git_revision": git_revision(),
     }

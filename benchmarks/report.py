@@ -26,7 +26,8 @@ def table(result: dict) -> str:
     lines = [
         f"tango-rt bench: {config['model']}, {config['steps']} {config['scheduler']} steps, {duration}, "
         f"guidance {config['guidance']}, warm-up {config['warmup']}, repeat {config['repeat']}",
-        f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores); "
+        f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores; "
+        f"{' '.join(result['machine'].get('cpu_flags', [])) or 'no ISA flags read'}); "
         f"GPUs: {', '.join(result['machine']['gpus']) or 'none'}",
         "",
         "| variant | batch | load s | tokenize s | text enc s | UNet step s (median / p95) | VAE s | vocoder s "
