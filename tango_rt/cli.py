@@ -197,9 +197,10 @@ def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch", help=f"{' | '.join(BACKENDS)}, or per component: "
                         "'text_encoder=torch,default=onnxruntime'")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: CUDA when available)")
-    parser.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="torch precision (default fp32)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"],
+                        help="torch: fp16 (CUDA); openvino: bf16 (CPUs with BF16 units); default fp32")
     parser.add_argument("--providers", default=None, help="onnxruntime execution providers, comma-separated")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime / openvino threads")
     parser.add_argument("--cuda-graph", action="store_true", help="replay the UNet from CUDA graphs (torch on "
                         "CUDA; tensorrt with --static engines)")
 
@@ -228,9 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export the four networks to an ONNX model folder")
     exp.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, checkpoint folder, or random:full|tiny")
     exp.add_argument("--out", required=True, help="output folder")
-    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
-                     help="fp16 (GPUs) keeps T5, attention scores and the timestep embedding in fp32; int8 (CPUs) "
-                     "quantizes the UNet's MatMul weights dynamically, a separate option with its own accuracy")
+    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", "int8-weights"],
+                     help="fp16 (GPUs) keeps T5, attention scores and the timestep embedding in fp32; int8 (ONNX "
+                     "Runtime on CPUs) quantizes the UNet's MatMul weights dynamically; int8-weights (OpenVINO) "
+                     "stores the UNet's and T5's weights as INT8 (about 4x smaller); both are separate options with "
+                     "their own accuracy")
     exp.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                      help="clips per denoising call (prompts x samples) the graphs are declared for")
     exp.add_argument("--max-duration", type=float, default=None,

@@ -2,13 +2,23 @@
 
 Imports only numpy and openvino. It reads the same exported folder as ONNX Runtime: ONNX graphs as they are, and
 OpenVINO IR files where the export compressed weights to INT8 (`tango-rt export --precision int8-weights`).
-`precision="bf16"` asks OpenVINO's CPU plugin for BF16 inference (AVX-512 BF16 / AMX units); what each compiled
-network really runs is read back from OpenVINO (`effective_precision`), and asking for BF16 on a device without
-it is an error instead of a silent FP32 run. A model cache folder makes the second start skip compilation.
+`precision="bf16"` asks OpenVINO's CPU plugin for BF16 inference (AVX-512 BF16 / AMX units) for every network the
+precision policy does not keep in FP32 (T5 stays FP32: it produced NaN in BF16 with the full-size random weights
+here); what each compiled network really runs is read back from OpenVINO (`effective_precision`), and asking for
+BF16 on a device without it is an error instead of a silent FP32 run. A model cache folder makes the second start
+skip compilation.
+
+Static shapes: with `static_shapes=True` (the default under BF16) each network is compiled for the exact input
+shapes it meets, read afresh from disk and cached per shape (the `MAX_SHAPES` most recent), instead of once with
+dynamic shapes. OpenVINO 2026.4's CPU plugin crashed (SIGSEGV) running the full-size UNet in BF16 with dynamic
+shapes on an AMX CPU here, and ran it correctly once reshaped to static shapes; the loop keeps one shape for a
+whole generation, so this costs one compile (~3 s for the UNet) per new shape, and the cache folder keeps it
+across processes.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +27,7 @@ import openvino as ov
 
 from ..artifacts import Artifact
 from ..errors import ArtifactError, BackendError
+from ..precision import PRECISION_POLICY
 from ..specs import ComponentSpec, component_specs
 from .base import Component
 
@@ -24,6 +35,7 @@ PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 HINTS = ("LATENCY", "THROUGHPUT")
 DEFAULT_CACHE = Path.home() / ".cache" / "tango-rt" / "openvino"
 OV_TYPES = {"f32": "float32", "i64": "int64", "boolean": "bool", "f16": "float16"}
+MAX_SHAPES = 2  # compiled static-shape networks kept per component
 
 
 def resolve_device(core: ov.Core, device: str | None) -> str:
@@ -70,17 +82,48 @@ def check_model_io(model, spec: ComponentSpec, path: Path) -> None:
 
 
 class OpenVINOComponent(Component):
+    """One network: a dynamic-shape compiled model, or static-shape ones compiled per input shape on demand."""
+
     backend = "openvino"
 
-    def __init__(self, spec: ComponentSpec, compiled, ranges, precision: str):
+    def __init__(self, spec: ComponentSpec, core: ov.Core, path: Path, device: str, config: dict, ranges,
+                 weights: str, static_shapes: bool):
         super().__init__(spec, ranges)
-        self.compiled = compiled
-        self.request = compiled.create_infer_request()
-        self.effective_precision = precision
+        self.core, self.path, self.device, self.config = core, path, device, config
+        self.weights, self.static_shapes = weights, static_shapes
+        self.compiled: OrderedDict[tuple, tuple] = OrderedDict()
+        if not static_shapes:
+            self.compiled[()] = self._compile(None)
+        else:  # the declared opt shape now: the common case is ready, and the precision is known
+            opt = {k: r.opt for k, r in self.ranges.items()}
+            self._request({t.name: t.resolve(opt) for t in spec.inputs})
+
+    def _compile(self, shapes: dict | None) -> tuple:
+        model = self.core.read_model(str(self.path))
+        if shapes:
+            model.reshape({name: list(shape) for name, shape in shapes.items()})
+        compiled = self.core.compile_model(model, self.device, self.config)
+        return compiled, compiled.create_infer_request()
+
+    def _request(self, shapes: dict) -> ov.InferRequest:
+        key = () if not self.static_shapes else tuple(tuple(shapes[n]) for n in self.spec.input_names)
+        if key not in self.compiled:
+            self.compiled[key] = self._compile(shapes)
+            while len(self.compiled) > MAX_SHAPES:
+                self.compiled.popitem(last=False)
+        self.compiled.move_to_end(key)
+        return self.compiled[key][1]
+
+    @property
+    def effective_precision(self) -> str:
+        compiled = next(reversed(self.compiled.values()))[0]
+        effective = _effective(compiled)
+        return effective if self.weights == "fp32" else f"{self.weights}+{effective}"
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        self.request.infer({name: np.ascontiguousarray(array) for name, array in feeds.items()})
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        request = self._request({name: array.shape for name, array in feeds.items()})
+        request.infer({name: np.ascontiguousarray(array) for name, array in feeds.items()})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
 def _effective(compiled) -> str:
@@ -99,24 +142,26 @@ def load_components(
     streams: int | None = None,
     performance_hint: str = "LATENCY",
     cache_dir: str | None = None,
+    static_shapes: bool | None = None,
 ) -> dict[str, Component]:
     """Compile each network (ONNX, or IR where the export compressed weights) for the device."""
     core = ov.Core()
     target = resolve_device(core, device)
-    config = compile_config(core, target, precision, threads, streams, performance_hint, cache_dir)
     specs = component_specs(artifact.pipeline_config)
+    static = precision == "bf16" if static_shapes is None else bool(static_shapes)
     components: dict[str, Component] = {}
     for name in names:
-        fmt = artifact.manifest["components"].get(name, {}).get("format", "onnx")
-        path = artifact.files(name, "openvino" if fmt == "openvino" else "onnx")[0]
+        entry = artifact.manifest["components"].get(name, {})
+        path = artifact.files(name, "openvino" if entry.get("format") == "openvino" else "onnx")[0]
+        island = PRECISION_POLICY[name].whole_graph_fp32  # the policy's FP32 networks stay FP32 under BF16
+        config = compile_config(core, target, "fp32" if island else precision, threads, streams, performance_hint,
+                                cache_dir)
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for corrupt or foreign graphs
             raise ArtifactError(f"OpenVINO cannot read {path}: {exc}") from None
         check_model_io(model, specs[name], path)
-        compiled = core.compile_model(model, target, config)
-        weights = artifact.manifest["components"][name].get("precision", "fp32")
-        effective = _effective(compiled)
-        label = effective if weights == "fp32" else f"{weights}+{effective}"
-        components[name] = OpenVINOComponent(specs[name], compiled, artifact.ranges, label)
+        del model
+        components[name] = OpenVINOComponent(specs[name], core, path, target, config, artifact.ranges,
+                                             entry.get("precision", "fp32"), static)
     return components
