@@ -46,3 +46,4 @@ def test_more_steps_get_closer_and_the_preset_rule():
     assert dpm["5"]["pf"] > dpm["25"]["pf"] > dpm["100"]["pf"] and dpm["5"]["sw"] > dpm["100"]["sw"]
     preset = recommend(result)
     assert preset["sw"] <= result["rows"]["ddpm"]["100"]["sw"] and preset["steps"] <= 100
+    assert preset["aggressive"]["steps"] <= preset["steps"]
