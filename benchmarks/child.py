@@ -17,8 +17,6 @@ from ..runtime.specs import UNET, component_specs, dims
 from ..runtime.tango import Tango
 from .stats import summarize
 
-PROBE_TEXT_LEN = 32  # the UNet probe: one guided step at batch 1, 32 tokens, the default clip length
-
 
 def peak_rss_mb() -> float | None:
     """Peak resident memory of this process (Linux VmHWM: it belongs to the process image, so it starts afresh
@@ -51,10 +49,12 @@ def _gpu_memory() -> dict | None:
     return memory or None
 
 
-def probe_unet(tango: Tango, path: str) -> None:
-    """The UNet on one fixed input (same seed in every variant), saved for the parent's error column."""
+def probe_unet(tango: Tango, path: str, prompt: str) -> None:
+    """The UNet on one fixed input (same seed in every variant), saved for the parent's error column. Its text
+    length is the bench prompt's, so backends that compile per shape compile nothing extra for it."""
     config = tango.pipeline.config
-    feeds = component_specs(config)[UNET].sample_inputs(dims(config, 1, PROBE_TEXT_LEN), config, seed=0)
+    text_len = tango.pipeline.tokenizer([prompt])[0].shape[1]
+    feeds = component_specs(config)[UNET].sample_inputs(dims(config, 1, text_len), config, seed=0)
     np.save(path, tango.pipeline.components[UNET](**feeds))
 
 
@@ -63,7 +63,7 @@ def measure(job: dict) -> dict:
     started = time.perf_counter()
     tango = Tango(job["model"], device=config["device"], backend=variant["backend"], **job["options"])
     load_s = time.perf_counter() - started
-    probe_unet(tango, job["probe"])
+    probe_unet(tango, job["probe"], config["prompt"])
     recorder = Recorder()
     instrument(tango.pipeline, recorder)
     frames = tango.latent_frames(config["duration"])

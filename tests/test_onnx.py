@@ -288,6 +288,17 @@ def test_export_max_duration_widens_the_declared_range(tiny_tango):
     assert ShapeProfile(max_duration=5).ranges(config)["latent_frames"].opt == config.latent_frames_for(5)
 
 
+def test_no_silent_drops(onnx_dir, ort_tango):
+    """An unexpected input name and providers that contradict the device are errors, not ignored."""
+    from tango_rt import Tango
+    from tango_rt.runtime.errors import BackendError
+
+    with pytest.raises(InputError, match=r"unexpected input\(s\) \['scale'\]"):
+        ort_tango.pipeline.components["vae_decoder"](latents=np.zeros((1, 8, 16, 16), np.float32), scale=np.ones(1))
+    with pytest.raises(BackendError, match="contradicts the onnxruntime providers"):
+        Tango(str(onnx_dir), backend="onnxruntime", device="cuda", providers=["CPUExecutionProvider"])
+
+
 def test_wrong_dtype_is_an_input_error(ort_tango):
     with pytest.raises(InputError, match="input 'latents' has dtype float64, expected float32"):
         ort_tango.pipeline.components["vae_decoder"](latents=np.zeros((1, 8, 16, 16)))

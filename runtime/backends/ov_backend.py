@@ -35,7 +35,7 @@ PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 HINTS = ("LATENCY", "THROUGHPUT")
 DEFAULT_CACHE = Path.home() / ".cache" / "tango-rt" / "openvino"
 OV_TYPES = {"f32": "float32", "i64": "int64", "boolean": "bool", "f16": "float16"}
-MAX_SHAPES = 2  # compiled static-shape networks kept per component
+MAX_SHAPES = 2  # compiled static-shape networks kept per component: each holds its own repacked weights
 
 
 def resolve_device(core: ov.Core, device: str | None) -> str:
@@ -91,12 +91,10 @@ class OpenVINOComponent(Component):
         super().__init__(spec, ranges)
         self.core, self.path, self.device, self.config = core, path, device, config
         self.weights, self.static_shapes = weights, static_shapes
+        self.requested = config["INFERENCE_PRECISION_HINT"]
         self.compiled: OrderedDict[tuple, tuple] = OrderedDict()
         if not static_shapes:
             self.compiled[()] = self._compile(None)
-        else:  # the declared opt shape now: the common case is ready, and the precision is known
-            opt = {k: r.opt for k, r in self.ranges.items()}
-            self._request({t.name: t.resolve(opt) for t in spec.inputs})
 
     def _compile(self, shapes: dict | None) -> tuple:
         model = self.core.read_model(str(self.path))
@@ -116,8 +114,10 @@ class OpenVINOComponent(Component):
 
     @property
     def effective_precision(self) -> str:
-        compiled = next(reversed(self.compiled.values()))[0]
-        effective = _effective(compiled)
+        """What OpenVINO compiled this network to run at (static shapes: known once it has run)."""
+        if not self.compiled:
+            return "pending"
+        effective = _effective(next(reversed(self.compiled.values()))[0])
         return effective if self.weights == "fp32" else f"{self.weights}+{effective}"
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
