@@ -49,12 +49,12 @@ def _gpu_memory() -> dict | None:
     return memory or None
 
 
-def probe_unet(tango: Tango, path: str, prompt: str) -> None:
-    """The UNet on one fixed input (same seed in every variant), saved for the parent's error column. Its text
-    length is the bench prompt's, so backends that compile per shape compile nothing extra for it."""
+def probe_unet(tango: Tango, path: str, prompt: str, frames: int) -> None:
+    """The UNet on one fixed input (same seed in every variant), saved for the parent's error column. Its shape
+    is the bench's (prompt length, clip length), so backends that compile per shape compile nothing extra."""
     config = tango.pipeline.config
     text_len = tango.pipeline.tokenizer([prompt])[0].shape[1]
-    feeds = component_specs(config)[UNET].sample_inputs(dims(config, 1, text_len), config, seed=0)
+    feeds = component_specs(config)[UNET].sample_inputs(dims(config, 1, text_len, frames), config, seed=0)
     np.save(path, tango.pipeline.components[UNET](**feeds))
 
 
@@ -63,10 +63,10 @@ def measure(job: dict) -> dict:
     started = time.perf_counter()
     tango = Tango(job["model"], device=config["device"], backend=variant["backend"], **job["options"])
     load_s = time.perf_counter() - started
-    probe_unet(tango, job["probe"], config["prompt"])
+    frames = tango.latent_frames(config["duration"])
+    probe_unet(tango, job["probe"], config["prompt"], frames)
     recorder = Recorder()
     instrument(tango.pipeline, recorder)
-    frames = tango.latent_frames(config["duration"])
     audio_s = config["duration"] or tango.pipeline.config.duration(frames)
     batches = {}
     for batch in config["batches"]:
@@ -111,7 +111,7 @@ def measure(job: dict) -> dict:
     }
 
 
-EXTRAPOLATED_STEPS = (25, 50, 100, 200)
+EXTRAPOLATED_STEPS = (15, 20, 25, 50, 100, 200)
 
 
 def extrapolate(run: dict) -> dict[str, float]:
