@@ -371,3 +371,11 @@ def test_int8_unet_option(tmp_path, ort_tango):
     rel = float(np.abs(quantized - full).max() / np.abs(full).max())
     print(f"int8 vs fp32 unet: max rel error {rel:.2e}")
     assert np.isfinite(quantized).all() and rel < INT8_MAX_REL
+
+
+def test_arena_option_reaches_the_session(onnx_dir):
+    from tango_rt import Tango
+
+    lean = Tango(str(onnx_dir), backend="onnxruntime", arena=False)
+    assert lean.pipeline.components["unet"].session.get_session_options().enable_cpu_mem_arena is False
+    assert lean.generate("a bell", steps=1, seed=0).shape == (163872,)

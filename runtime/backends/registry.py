@@ -66,7 +66,8 @@ BACKENDS: dict[str, Backend] = {
              "threads": "intra-op threads",
              "optimization": "graph optimization level: disable | basic | extended | all",
              "session_options": "a ready onnxruntime.SessionOptions (overrides threads / optimization)",
-             "io_binding": "bind outputs on the device (default: on for GPU providers)"},
+             "io_binding": "bind outputs on the device (default: on for GPU providers)",
+             "arena": "ONNX Runtime's CPU memory arena (default on; off frees peak activations between calls)"},
             aliases=("ort",),
         ),
         Backend(
