@@ -24,7 +24,7 @@ import numpy as np
 
 from ..export.check import compare
 from ..runtime.artifacts import is_artifact, open_artifact
-from ..runtime.backends.registry import get_backend
+from ..runtime.backends.registry import BACKENDS, get_backend
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import InputError, TangoError
 from ..runtime.schedulers import SCHEDULER_NAMES
@@ -62,8 +62,6 @@ class Variant:
             backend = None
         precision = precision or (backend.default_precision if backend else "")
         if backend is None or precision not in backend.precisions or (graph and "cuda_graph" not in backend.options):
-            from ..runtime.backends.registry import BACKENDS
-
             choices = [f"{b.name}:{p}" for b in BACKENDS.values() for p in b.precisions]
             raise InputError(f"unknown bench variant {text!r}; choose from {choices} (add +graph for CUDA graphs "
                              "where the backend has them)")

@@ -97,19 +97,21 @@ class IdealDenoiser:
 
 
 def run_sampler(name: str, steps: int, denoiser: IdealDenoiser, count: int, dim: int, seed: int,
-                options: dict | None = None) -> np.ndarray:
-    """The pipeline's loop (runtime/pipeline.py) with the ideal denoiser for the UNet and no guidance."""
+                options: dict | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The pipeline's loop (runtime/pipeline.py) with the ideal denoiser for the UNet and no guidance. Returns
+    the samples, and where the run started: its initial latents as a VP sample and the timestep they are at."""
     scheduler = make_scheduler(name, default_scheduler_config(), **(options or {}))
     scheduler.set_timesteps(steps)
     generators = row_generators(seed, count)
     x = np.stack([g.standard_normal(dim, dtype=np.float32) for g in generators]) * np.float32(
         scheduler.init_noise_sigma)
+    start = scheduler.scale_model_input(x, 0).astype(np.float64), float(scheduler.timesteps[0])
     for index, t in enumerate(scheduler.timesteps):
         output = denoiser(scheduler.scale_model_input(x, index), float(t))
         noise = np.stack([g.standard_normal(dim, dtype=np.float32) for g in generators]) \
             if scheduler.needs_noise(index) else None
         x = scheduler.step(output, index, x, noise)
-    return x.astype(np.float64), scheduler
+    return x.astype(np.float64), *start
 
 
 def probability_flow(x_start: np.ndarray, t_start: float, denoiser: IdealDenoiser, steps: int = 1000) -> np.ndarray:
@@ -143,16 +145,6 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, projections: int = 128, see
     return float(np.abs(pa - pb).mean())
 
 
-def initial_vp(name: str, steps: int, count: int, dim: int, seed: int, options: dict | None = None):
-    """A deterministic sampler's start, as a VP sample and the timestep it is taken at."""
-    scheduler = make_scheduler(name, default_scheduler_config(), **(options or {}))
-    scheduler.set_timesteps(steps)
-    x = np.stack([g.standard_normal(dim, dtype=np.float32) for g in row_generators(seed, count)])
-    x = x * np.float32(scheduler.init_noise_sigma)
-    t0 = float(scheduler.timesteps[0])
-    return scheduler.scale_model_input(x, 0).astype(np.float64), t0
-
-
 def evaluate(steps_list=STEPS, samplers=tuple(SAMPLERS), count: int = 4096, dim: int = 8, seed: int = 0) -> dict:
     mixture = GaussianMixture.random(dim, seed=seed)
     denoiser = IdealDenoiser(mixture, make_scheduler("ddpm").alphas_cumprod)
@@ -163,10 +155,9 @@ def evaluate(steps_list=STEPS, samplers=tuple(SAMPLERS), count: int = 4096, dim:
     for label in samplers:
         name, options = SAMPLERS[label]
         for steps in steps_list:
-            samples, _ = run_sampler(name, steps, denoiser, count, dim, seed, options)
+            samples, start, t0 = run_sampler(name, steps, denoiser, count, dim, seed, options)
             row = {"sw": sliced_wasserstein(samples, truth), "calls": steps}
             if name in DETERMINISTIC:
-                start, t0 = initial_vp(name, steps, count, dim, seed, options)
                 key = (name, t0) if name == "euler" else ("vp", t0)
                 if key not in references:
                     references[key] = probability_flow(start, t0, denoiser)

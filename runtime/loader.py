@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .artifacts import is_artifact, open_artifact
-from .backends.registry import Backend, get_backend, route_options
+from .backends.registry import Backend, backend_for_format, get_backend, route_options
 from .checkpoint import Checkpoint, load_checkpoint
 from .checks import debug_enabled
 from .errors import BackendError
@@ -38,8 +38,6 @@ def parse_backends(backend: str | Mapping[str, str]) -> dict[str, Backend]:
 
 def _check_formats(artifact, backends: Mapping[str, Backend]) -> None:
     """Each network's files must be in a format its backend runs (ONNX for onnxruntime, IR for openvino, ...)."""
-    from .backends.registry import backend_for_format
-
     for name, backend in backends.items():
         entry = artifact.manifest["components"].get(name)
         if backend.loads_from != "artifact" or entry is None or entry["format"] in backend.artifact_formats:

@@ -38,9 +38,6 @@ VOCODER = "vocoder"
 COMPONENTS = (TEXT_ENCODER, UNET, VAE_DECODER, VOCODER)
 
 
-CONTENTS = ("normal", "token_ids", "mask", "timestep")
-
-
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output: its graph name, numpy dtype name, shape (ints or symbolic dimension names) and the

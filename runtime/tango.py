@@ -186,10 +186,7 @@ class Tango:
         the batch changes summation order, and padded prompt positions are masked out). A request for n clips
         with seed s passes `row_generators(s, n)`, exactly what generate_for_batch([prompt], samples=n, seed=s)
         uses."""
-        prompts = _check_prompts(prompts)
-        if len(streams) != len(prompts):
-            raise InputError(f"{len(prompts)} prompts but {len(streams)} random streams")
-        return self._generate(prompts, steps, guidance, 1, True, scheduler=scheduler,
+        return self._generate(_check_prompts(prompts), steps, guidance, 1, True, scheduler=scheduler,
                               scheduler_options=scheduler_options, duration=duration, streams=streams)
 
     def _generate(

@@ -86,18 +86,19 @@ class OpenVINOComponent(Component):
 
     backend = "openvino"
 
-    def __init__(self, spec: ComponentSpec, core: ov.Core, path: Path, device: str, config: dict, ranges,
-                 weights: str, static_shapes: bool):
+    def __init__(self, spec: ComponentSpec, core: ov.Core, model: ov.Model, path: Path, device: str, config: dict,
+                 ranges, weights: str, static_shapes: bool):
+        """`model` is the graph read (and checked) from `path`: compiled as it is with dynamic shapes; static
+        shapes read `path` afresh for each shape, since reshaping changes the model."""
         super().__init__(spec, ranges)
         self.core, self.path, self.device, self.config = core, path, device, config
         self.weights, self.static_shapes = weights, static_shapes
-        self.requested = config["INFERENCE_PRECISION_HINT"]
         self.compiled: OrderedDict[tuple, tuple] = OrderedDict()
         if not static_shapes:
-            self.compiled[()] = self._compile(None)
+            self.compiled[()] = self._compile(None, model)
 
-    def _compile(self, shapes: dict | None) -> tuple:
-        model = self.core.read_model(str(self.path))
+    def _compile(self, shapes: dict | None, model: ov.Model | None = None) -> tuple:
+        model = model or self.core.read_model(str(self.path))
         if shapes:
             model.reshape({name: list(shape) for name, shape in shapes.items()})
         compiled = self.core.compile_model(model, self.device, self.config)
@@ -149,19 +150,20 @@ def load_components(
     target = resolve_device(core, device)
     specs = component_specs(artifact.pipeline_config)
     static = precision == "bf16" if static_shapes is None else bool(static_shapes)
+    configs = {p: compile_config(core, target, p, threads, streams, performance_hint, cache_dir)
+               for p in {"fp32", precision}}
     components: dict[str, Component] = {}
     for name in names:
         entry = artifact.manifest["components"].get(name, {})
         path = artifact.files(name, "openvino" if entry.get("format") == "openvino" else "onnx")[0]
         island = PRECISION_POLICY[name].whole_graph_fp32  # the policy's FP32 networks stay FP32 under BF16
-        config = compile_config(core, target, "fp32" if island else precision, threads, streams, performance_hint,
-                                cache_dir)
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for corrupt or foreign graphs
             raise ArtifactError(f"OpenVINO cannot read {path}: {exc}") from None
         check_model_io(model, specs[name], path)
-        del model
-        components[name] = OpenVINOComponent(specs[name], core, path, target, config, artifact.ranges,
+        components[name] = OpenVINOComponent(specs[name], core, model, path, target,
+                                             configs["fp32" if island else precision], artifact.ranges,
                                              entry.get("precision", "fp32"), static)
+        del model
     return components

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import InputError
 from .config import F32, SchedulerConfig, alphas_cumprod, check_steps, default_scheduler_config
 
 
@@ -75,8 +76,6 @@ class Scheduler:
 
     def _noise(self, noise: np.ndarray | None, index: int) -> np.ndarray:
         if noise is None:
-            from ..errors import InputError
-
             raise InputError(f"{self.name} step {index} (t={self.timesteps[index]}) needs a noise tensor")
         return noise
 

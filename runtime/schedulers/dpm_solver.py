@@ -13,7 +13,7 @@ import numpy as np
 
 from .base import Scheduler, solver_grid
 from .config import F32, sigma_table
-from .sigmas import interpolate, karras, sigma_to_t, vp
+from .sigmas import final_sigma, interpolate, karras, sigma_to_t, vp
 
 
 class MultistepSigmas(Scheduler):
@@ -36,16 +36,13 @@ class MultistepSigmas(Scheduler):
             timesteps = sigma_to_t(sigmas, np.log(table)).round().astype(np.int64)
         else:
             sigmas = interpolate(timesteps, table)
-        self.sigmas = np.concatenate([sigmas, [self._final_sigma(table, sigmas)]]).astype(F32)
+        self.sigmas = np.concatenate([sigmas, [final_sigma(self.config.final_sigmas_type, table)]]).astype(F32)
         return timesteps
 
     def _karras_range(self, table: np.ndarray) -> tuple[float, float]:
         low = self.config.sigma_min if self.config.sigma_min is not None else float(table[0])
         high = self.config.sigma_max if self.config.sigma_max is not None else float(table[-1])
         return low, high
-
-    def _final_sigma(self, table: np.ndarray, sigmas: np.ndarray) -> float:
-        return 0.0 if self.config.final_sigmas_type == "zero" else float(table[0])
 
     def _x0(self, model_output: np.ndarray, index: int, sample: np.ndarray) -> np.ndarray:
         """The data prediction both solvers step with."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from .base import Scheduler, discrete_grid
 from .config import F32, sigma_table
-from .sigmas import interpolate, karras, sigma_to_t
+from .sigmas import final_sigma, interpolate, karras, sigma_to_t
 
 
 class EulerDiscreteScheduler(Scheduler):
@@ -35,8 +35,7 @@ class EulerDiscreteScheduler(Scheduler):
             high = self.config.sigma_max if self.config.sigma_max is not None else float(sigmas[0])
             sigmas = karras(low, high, steps)
             timesteps = sigma_to_t(sigmas, np.log(table)).astype(F32)
-        final = 0.0 if self.config.final_sigmas_type == "zero" else float(table[0])
-        self.sigmas = np.concatenate([sigmas, [final]]).astype(F32)
+        self.sigmas = np.concatenate([sigmas, [final_sigma(self.config.final_sigmas_type, table)]]).astype(F32)
         largest = self.sigmas.max()
         spread = self.config.timestep_spacing in ("linspace", "trailing")
         self.init_noise_sigma = float(largest if spread else np.sqrt(largest * largest + F32(1)))

@@ -25,6 +25,11 @@ def karras(sigma_min: float, sigma_max: float, steps: int) -> np.ndarray:
     return (high + ramp * (low - high)) ** KARRAS_RHO
 
 
+def final_sigma(final_sigmas_type: str, table: np.ndarray) -> float:
+    """The sigma a run ends at: 0 ("zero"), or the smallest training sigma ("sigma_min"), as diffusers."""
+    return 0.0 if final_sigmas_type == "zero" else float(table[0])
+
+
 def sigma_to_t(sigmas: np.ndarray, log_table: np.ndarray) -> np.ndarray:
     """Fractional timesteps whose interpolated log-sigma equals each sigma (diffusers' _sigma_to_t)."""
     log_sigma = np.log(np.maximum(sigmas, 1e-10))
