@@ -45,6 +45,13 @@ class BatchKey:
     duration: float | None
     scheduler_options: tuple = ()
 
+    @classmethod
+    def of(cls, steps: int, guidance: float, scheduler: str, duration: float | None, options: dict) -> BatchKey:
+        """A hashable key: option values such as disable_corrector=[0, 1] become tuples (the Ray front door
+        groups jobs in a dict by key)."""
+        frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+        return cls(steps, float(guidance), scheduler, duration, frozen)
+
 
 @dataclass
 class Job:

@@ -118,7 +118,7 @@ class Service:
         options = dict(scheduler_options or {})
         self.tango.scheduler(scheduler, **options).set_timesteps(steps)  # bad sampler / steps / options: 422 now
         self.tango.latent_frames(duration)  # a duration outside the exported range: 422 now
-        key = BatchKey(steps, float(guidance), scheduler, duration, tuple(sorted(options.items())))
+        key = BatchKey.of(steps, guidance, scheduler, duration, options)
         seed = secrets.randbits(63) if seed is None else seed
         return Job(prompt, samples, seed, key, time.monotonic() + self.settings.timeout_s, request_id)
 

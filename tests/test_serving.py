@@ -221,3 +221,13 @@ def test_json_error_body_shape_is_stable(server):
     response = server.client.post("/v1/audio/generate", content=b"not json",
                                   headers={"content-type": "application/json"})
     assert response.status_code == 422 and json.loads(response.text)["error"]["code"] == "invalid_request"
+
+
+def test_batch_keys_with_list_options_are_hashable_and_equal():
+    """List-valued sampler options (disable_corrector) must not break grouping jobs by key."""
+    from tango_rt.serving.batching import BatchKey
+
+    a = BatchKey.of(25, 3, "unipc", None, {"disable_corrector": [0, 1], "use_karras_sigmas": True})
+    b = BatchKey.of(25, 3.0, "unipc", None, {"use_karras_sigmas": True, "disable_corrector": [0, 1]})
+    assert a == b and {a: 1}[b] == 1
+    assert a != BatchKey.of(25, 3, "unipc", None, {"disable_corrector": [0]})
