@@ -27,9 +27,11 @@ from serving_helpers import FAST, ServerProcess  # noqa: E402
 @pytest.fixture(scope="module")
 def server():
     srv = ServerProcess("--max-batch", "4", "--max-wait-ms", "400", "--max-queue", "8", "--max-prompt-chars", "200")
-    srv.wait_ready()
-    yield srv
-    srv.terminate()
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.terminate()
 
 
 def _post(srv, body: dict, **kwargs) -> httpx.Response:
@@ -192,22 +194,25 @@ def test_api_key_and_readiness_before_warm_up(tmp_path):
 
 def test_sigterm_drains_every_accepted_request():
     srv = ServerProcess("--max-batch", "2", "--max-wait-ms", "50")
-    srv.wait_ready()
-    results: list[int] = []
-    body = {"prompt": "drain", "steps": 6, "scheduler": "ddim", "duration": 1.0}
-    threads = [threading.Thread(target=lambda: results.append(_post(srv, body).status_code)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.4)  # all four accepted (queued or running)
-    srv.process.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    refused = srv.client.get("/health/ready")
-    assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
-    assert _post(srv, {"prompt": "late", **FAST}).status_code == 503
-    for t in threads:
-        t.join()
-    assert results == [200] * 4
-    assert srv.process.wait(60) == 0
+    try:
+        srv.wait_ready()
+        results: list[int] = []
+        body = {"prompt": "drain", "steps": 6, "scheduler": "ddim", "duration": 1.0}
+        threads = [threading.Thread(target=lambda: results.append(_post(srv, body).status_code)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.4)  # all four accepted (queued or running)
+        srv.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        refused = srv.client.get("/health/ready")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
+        assert _post(srv, {"prompt": "late", **FAST}).status_code == 503
+        for t in threads:
+            t.join()
+        assert results == [200] * 4
+        assert srv.process.wait(60) == 0
+    finally:
+        srv.terminate()  # a no-op after a clean drain; stops the server if an assertion failed first
 
 
 def test_cli_serve_needs_a_readable_key_file(tmp_path, capsys):
