@@ -18,16 +18,49 @@ from ..runtime.tango import Tango
 from .stats import summarize
 
 
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process (Linux VmHWM: it belongs to the process image, so it starts afresh
-    at exec, where ru_maxrss would count the parent's memory at fork). None where /proc is not there."""
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status in MB; None where /proc is not there."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process (Linux VmHWM: it belongs to the process image, so it starts afresh
+    at exec, where ru_maxrss would count the parent's memory at fork)."""
+    return _status_mb("VmHWM")
+
+
+class AnonPeak:
+    """Peak anonymous (private) resident memory, sampled every `interval` s on a daemon thread.
+
+    RSS also counts file pages a backend maps (OpenVINO maps the ONNX weight files and keeps them mapped next
+    to its compiled copies). Those are clean page cache the kernel drops under memory pressure, so they never
+    cause an out-of-memory kill; anonymous memory is what a process cannot give back. The kernel keeps no
+    high-water mark for it, hence sampling (a peak shorter than the interval can be missed)."""
+
+    def __init__(self, interval: float = 0.02):
+        import threading
+
+        self.peak: float | None = _status_mb("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            value = _status_mb("RssAnon")
+            if value is not None:
+                self.peak = max(self.peak or 0.0, value)
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def _gpu_memory() -> dict | None:
@@ -60,6 +93,7 @@ def probe_unet(tango: Tango, path: str, prompt: str, frames: int) -> None:
 
 def measure(job: dict) -> dict:
     config, variant = job["config"], job["variant"]
+    anon = AnonPeak()
     started = time.perf_counter()
     tango = Tango(job["model"], device=config["device"], backend=variant["backend"], **job["options"])
     load_s = time.perf_counter() - started
@@ -105,6 +139,8 @@ def measure(job: dict) -> dict:
         "latent_frames": frames,
         "audio_seconds_per_clip": audio_s,
         "peak_rss_mb": peak_rss_mb(),
+        "peak_anon_mb": anon.stop(),
+        "graphs": {name: getattr(c, "graph", None) for name, c in tango.pipeline.components.items()},
         "gpu_memory": _gpu_memory(),
         "torch_imported": "torch" in sys.modules,
         "batches": batches,

@@ -31,9 +31,9 @@ def table(result: dict) -> str:
         f"GPUs: {', '.join(result['machine']['gpus']) or 'none'}",
         "",
         "| variant | batch | load s | tokenize s | text enc s | UNet step s (median / p95) | VAE s | vocoder s "
-        "| end-to-end s | RTF | clips/s | peak RSS MB | GPU MB | speed-up e2e | speed-up UNet step "
+        "| end-to-end s | RTF | clips/s | peak RSS MB | peak anon MB | GPU MB | speed-up e2e | speed-up UNet step "
         "| UNet cosine / SNR dB vs baseline |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     speedups = result.get("speedup_vs_baseline", {})
     for name, v in result["variants"].items():
@@ -49,12 +49,13 @@ def table(result: dict) -> str:
             accuracy = "-" if not error else ("NaN/Inf" if not error["finite"] else
                                               f"{error['cosine']:.6f} / {_db(error['snr_db'])}")
             rss = "-" if v["peak_rss_mb"] is None else f"{v['peak_rss_mb']:.0f}"
+            anon = "-" if v.get("peak_anon_mb") is None else f"{v['peak_anon_mb']:.0f}"
             lines.append(
                 f"| {name} | {batch} | {v['load_s']:.1f} | {_fmt(gen['tokenize'].get('median'))} | "
                 f"{_fmt(gen['text_encoder'].get('median'))} | {_fmt(step.get('median'))} / {_fmt(step.get('p95'))} | "
                 f"{_fmt(gen['vae_decoder'].get('median'))} | {_fmt(gen['vocoder'].get('median'))} | "
                 f"{_fmt(run['end_to_end']['median'])} | {run['rtf']:.3f} | {run['throughput_clips_per_s']:.3f} | "
-                f"{rss} | {'-' if gpu is None else f'{gpu:.0f}'} | "
+                f"{rss} | {anon} | {'-' if gpu is None else f'{gpu:.0f}'} | "
                 f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} | {accuracy} |"
             )
     lines += ["", "Seconds per generation at other step counts, from the per-stage medians above "
@@ -67,8 +68,10 @@ def table(result: dict) -> str:
             lines.append(f"| {name} | {batch} | " + " | ".join(f"{values[n]:.2f}" for n in values) + " |")
     lines += ["", "Stage times are medians per generation (the UNet column is per step); RTF = seconds of audio "
               f"per second of compute; speed-ups and UNet errors are against the baseline, {result['baseline']}, "
-              "of this run (the UNet error on one fixed input). GPU MB: torch's allocator peak, else the "
-              "process's device memory from nvidia-smi."]
+              "of this run (the UNet error on one fixed input). Peak anon MB: the process's private memory "
+              "(sampled every 20 ms), which leaves out the weight files a backend maps (clean page cache the kernel "
+              "can drop; RSS counts it). GPU MB: torch's allocator peak, else the process's device memory from "
+              "nvidia-smi."]
     return "\n".join(lines)
 
 

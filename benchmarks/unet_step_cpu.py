@@ -6,8 +6,9 @@ Batch 2 (one classifier-free-guidance step), latents 8 x 256 x 16, text length 3
 architecture (865.9M parameters). Variants run round-robin so machine noise hits all of them alike; the
 baseline is torch eager FP32 of the same run. Also records each variant's error against the torch output, the
 step's FLOP count (torch's FlopCounterMode) and achieved GFLOP/s, and an op-level profile of torch and of
-ONNX Runtime: the evidence for where the time goes. INT8 is a separate, clearly labelled option: it changes
-the numbers the model computes.
+ONNX Runtime: the evidence for where the time goes. ONNX Runtime runs the export's graph with fused attention
+(its CPU default) and, for comparison, the plain graph whose attention materialises the score matrix. INT8 is a
+separate, clearly labelled option: it changes the numbers the model computes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .stats import speedup, summarize
 
 MODEL = "random:full"
 BATCH, TEXT_LEN = 1, 32  # one guided step (the UNet sees 2 rows), 32 tokens, the default clip length
+FP32 = "onnxruntime fp32"  # the backend's default on CPU: the export's graph with fused attention
 
 
 def ort_profile(path: Path, feeds: dict, threads: int) -> dict[str, float]:
@@ -99,11 +101,13 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     config = checkpoint.pipeline_config()
     shape = dims(config, BATCH, TEXT_LEN)
     feeds = component_specs(config)[UNET].sample_inputs(shape, config)
-    folders = {"onnxruntime fp32": reuse_or_export(MODEL, work / "fp32", "fp32", [UNET]),
+    folders = {FP32: reuse_or_export(MODEL, work / "fp32", "fp32", [UNET]),
                "onnxruntime int8 (separate option)": reuse_or_export(MODEL, work / "int8", "int8", [UNET])}
     variants = {"torch eager fp32": torch_backend.load_components(checkpoint, [UNET], device="cpu")[UNET]}
     for label, folder in folders.items():
         variants[label] = ort_backend.load_components(open_artifact(folder), [UNET], threads=threads)[UNET]
+    plain = ort_backend.load_components(open_artifact(folders[FP32]), [UNET], threads=threads, fused_attention=False)
+    variants[f"{FP32}, plain graph (unfused attention)"] = plain[UNET]
     outputs = {label: unet(**feeds) for label, unet in variants.items()}
     for _ in range(warmup - 1):
         for unet in variants.values():
@@ -144,8 +148,8 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
         },
         "profile_s_per_step": {
             baseline: dict(list(torch_profile(torch_module, args).items())[:15]),
-            "onnxruntime fp32": dict(list(ort_profile(folders["onnxruntime fp32"] / "unet.onnx", feeds,
-                                                      threads).items())[:15]),
+            FP32: dict(list(ort_profile(folders[FP32] / "unet.ort.onnx", feeds, threads).items())[:15]),
+            f"{FP32}, plain graph": dict(list(ort_profile(folders[FP32] / "unet.onnx", feeds, threads).items())[:15]),
         },
     }
 

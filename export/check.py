@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..runtime.artifacts import is_artifact, open_artifact
-from ..runtime.backends.registry import backend_for_format
+from ..runtime.backends.registry import backend_for_format, get_backend
 from ..runtime.loader import load_pipeline
-from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
+from ..runtime.specs import ShapeProfile, component_specs, dims
 
 THRESHOLDS = {  # precision: (minimum cosine similarity, minimum SNR in dB)
     "fp32": (0.99999, 60.0),
@@ -49,6 +49,7 @@ def thresholds(precision: str) -> tuple[float, float]:
 class CheckRow:
     component: str
     backend: str
+    graph: str  # the graph file an ONNX Runtime component ran, "-" elsewhere
     precision: str
     shape: str
     max_abs: float
@@ -98,38 +99,54 @@ def _precision(model: str, name: str, component, options: dict) -> str:
 
 
 def check_model(model: str, backend: str | None = None, device: str | None = None, **options: Any) -> list[CheckRow]:
-    """Check every component of `model` (exported folder, or a checkpoint with e.g. precision="fp16")."""
+    """Check every component of `model` (exported folder, or a checkpoint with e.g. precision="fp16").
+
+    An export run by ONNX Runtime holds two graphs where attention was fused (`<name>.ort.onnx`, what the CPU
+    provider runs, and the plain `<name>.onnx`, what the other backends read): both are checked, unless the
+    `fused_attention` option picks one."""
     artifact = open_artifact(model) if is_artifact(model) else None
     if artifact:
         artifact.verify_hashes()
         formats = [entry["format"] for entry in artifact.manifest["components"].values()]
         backend = backend or backend_for_format(formats[0]).name
-    candidate = load_pipeline(model, backend or "torch", device, **options)
-    for component in candidate.components.values():
-        component.check_finite = False  # NaN / Inf is reported as a failed row, not raised
+    backend = get_backend(backend or "torch").name
     reference = load_pipeline(artifact.source_model if artifact else model, "torch", "cpu")
-    config = candidate.config
-    specs = component_specs(config)
-    ranges = artifact.ranges if artifact else ShapeProfile().ranges(config)
+    fused = artifact and backend == "onnxruntime" and "fused_attention" not in options and any(
+        "ort_graph" in entry for entry in artifact.manifest["components"].values())
+    ranges = artifact.ranges if artifact else ShapeProfile().ranges(reference.config)
+    rows, checked = [], set()
+    for extra in ({"fused_attention": True}, {"fused_attention": False}) if fused else ({},):
+        candidate = load_pipeline(model, backend, device, **options, **extra)
+        for name, component in candidate.components.items():
+            graph = getattr(component, "graph", None)
+            if (name, graph) not in checked:
+                checked.add((name, graph))
+                rows += _check_component(name, component, reference.components[name],
+                                         _precision(model, name, component, options), candidate.config, ranges)
+    return rows
+
+
+def _check_component(name: str, component, reference, precision: str, config, ranges) -> list[CheckRow]:
+    """One component against the torch reference at the declared shapes (see `_shapes`)."""
+    component.check_finite = False  # NaN / Inf is reported as a failed row, not raised
+    spec = component_specs(config)[name]
+    min_cosine, min_snr = thresholds(precision)
     rows = []
-    for name in COMPONENTS:
-        precision = _precision(model, name, candidate.components[name], options)
-        min_cosine, min_snr = thresholds(precision)
-        for shape in _shapes(ranges, config):
-            feeds = specs[name].sample_inputs(shape, config, seed=1)
-            metrics = compare(candidate.components[name](**feeds), reference.components[name](**feeds))
-            passed = bool(metrics["finite"] and metrics["cosine"] >= min_cosine and metrics["snr_db"] >= min_snr)
-            shape = "x".join(str(s) for s in feeds[specs[name].input_names[0]].shape)
-            rows.append(CheckRow(name, candidate.components[name].backend, precision, shape, passed=passed,
-                                 **metrics))
+    for shape in _shapes(ranges, config):
+        feeds = spec.sample_inputs(shape, config, seed=1)
+        metrics = compare(component(**feeds), reference(**feeds))
+        passed = bool(metrics["finite"] and metrics["cosine"] >= min_cosine and metrics["snr_db"] >= min_snr)
+        shape = "x".join(str(s) for s in feeds[spec.input_names[0]].shape)
+        rows.append(CheckRow(name, component.backend, getattr(component, "graph", None) or "-", precision, shape,
+                             passed=passed, **metrics))
     return rows
 
 
 def format_rows(rows: list[CheckRow]) -> str:
-    lines = ["| component | backend | precision | input shape | max abs | max rel | cosine | SNR dB | result |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| component | backend | graph | precision | input shape | max abs | max rel | cosine | SNR dB | result |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         verdict = "ok" if row.passed else ("NaN/Inf" if not row.finite else "FAIL")
-        lines.append(f"| {row.component} | {row.backend} | {row.precision} | {row.shape} | {row.max_abs:.2e} | "
-                     f"{row.max_rel:.2e} | {row.cosine:.6f} | {row.snr_db:.1f} | {verdict} |")
+        lines.append(f"| {row.component} | {row.backend} | {row.graph} | {row.precision} | {row.shape} | "
+                     f"{row.max_abs:.2e} | {row.max_rel:.2e} | {row.cosine:.6f} | {row.snr_db:.1f} | {verdict} |")
     return "\n".join(lines)

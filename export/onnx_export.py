@@ -31,12 +31,16 @@ from ..runtime.errors import ArtifactError
 from ..runtime.precision import component_precision
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
+from .attention_fusion import write_ort_graph
 from .precision import compress_weights_int8, convert_to_fp16, quantize_int8
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # protobuf caps a graph at 2 GB: above 1 GB of weights, write external data
 EXPORT_BATCH, EXPORT_TEXT_LEN = 1, 7  # odd sizes on purpose: see the module docstring
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
+# What this exporter writes, bumped when a folder's contents change meaning; a cached export of another revision
+# is redone (revision 2: the ONNX Runtime graphs with fused attention)
+EXPORT_REVISION = 2
 
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
@@ -86,6 +90,7 @@ def export_component(module, spec, config, out: Path, precision: str, opset: int
     """Trace one network to `out/<name>.onnx`, apply the precision, check it; return its manifest entry.
 
     `fp32_nodes` in the entry counts the nodes the policy kept in FP32 (FP16) or out of quantization (INT8).
+    Where ONNX Runtime can fuse attention, `ort_graph` names a second graph for it (export/attention_fusion.py).
     INT8 weight compression writes OpenVINO IR (`<name>.xml` + `.bin`) instead: only OpenVINO runs it."""
     staging = out / f".staging-{spec.name}"
     staging.mkdir()
@@ -122,8 +127,12 @@ def _onnx_entries(out: Path, target: Path, kept: list[str]) -> dict:
     import onnx
 
     onnx.checker.check_model(str(target))  # by path: external-data aware
-    return {**file_entry(out, target.name), "fp32_nodes": len(kept),
-            "external_data": [file_entry(out, name) for name in external_files(target)]}
+    entry = {**file_entry(out, target.name), "fp32_nodes": len(kept),
+             "external_data": [file_entry(out, name) for name in external_files(target)]}
+    fused = write_ort_graph(target)
+    if fused:
+        entry["ort_graph"] = {**file_entry(out, fused[0].name), "fused_attention": fused[1]}
+    return entry
 
 
 def _ir_entries(out: Path, target: Path, compressed: int) -> dict:
@@ -188,7 +197,7 @@ def export_onnx(
         "pipeline": config.to_dict(),
         "shape_ranges": {k: v.to_list() for k, v in profile.ranges(config).items()},
         "precision": precision,
-        "exporter": {"method": EXPORTER, "versions": library_versions(
+        "exporter": {"method": EXPORTER, "revision": EXPORT_REVISION, "versions": library_versions(
             "torch", "transformers", "diffusers", "onnx", "onnxruntime")},
         "components": entries,
     })
@@ -206,7 +215,8 @@ def reuse_or_export(
     folder, names = Path(folder), set(components)
     if is_artifact(folder):
         artifact = open_artifact(folder)
-        same = artifact.source_model == _source_reference(model) and artifact.manifest["precision"] == precision
+        same = (artifact.source_model == _source_reference(model) and artifact.manifest["precision"] == precision
+                and artifact.manifest.get("exporter", {}).get("revision") == EXPORT_REVISION)
         if same and names <= set(artifact.manifest["components"]) and artifact.ranges["batch"].max >= max_batch:
             return folder
     return export_onnx(model, folder, precision=precision, force=True, components=sorted(names, key=COMPONENTS.index),

@@ -109,8 +109,14 @@ class Artifact:
 
     @staticmethod
     def _file_items(entry: dict[str, Any]) -> list[dict[str, Any]]:
-        """A component's graph or engine file, then its external data files, as manifest items."""
-        return [entry, *entry.get("external_data", [])]
+        """A component's graph or engine file, its external data files, then its ONNX Runtime graph if any."""
+        return [entry, *entry.get("external_data", []), *([entry["ort_graph"]] if "ort_graph" in entry else [])]
+
+    def ort_graph(self, name: str) -> Path | None:
+        """The ONNX graph of a component with ONNX Runtime's fused attention (it shares the plain graph's
+        external data), checked like `files`; None when the export wrote none for it."""
+        paths = self.files(name, "onnx")
+        return paths[-1] if "ort_graph" in self.component(name, "onnx") else None
 
     def files(self, name: str, fmt: str) -> list[Path]:
         """Paths of a component's files after checking they exist with the recorded size."""

@@ -84,8 +84,9 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
     assert {"cpu", "gpus", "versions", "git_revision"} <= set(result["machine"])
     for name in ("torch", "onnxruntime"):
         variant = result["variants"][name]
-        assert variant["load_s"] > 0 and variant["peak_rss_mb"] > 0
+        assert variant["load_s"] > 0 and 0 < variant["peak_anon_mb"] <= variant["peak_rss_mb"]
         assert variant["torch_imported"] is (name == "torch")
+        assert variant["graphs"]["unet"] == {"torch": None, "onnxruntime": "unet.ort.onnx"}[name]
         for batch in ("1", "2"):
             run = variant["batches"][batch]
             assert set(run["stages"]) == set(STAGES) == set(run["per_generation"])

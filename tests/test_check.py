@@ -28,6 +28,9 @@ def test_metrics_on_known_inputs():
 def test_fp32_export_passes(onnx_dir):
     rows = check_model(str(onnx_dir))
     assert {r.component for r in rows} == {"text_encoder", "unet", "vae_decoder", "vocoder"}
+    graphs = {(r.component, r.graph) for r in rows}  # the fused and the plain graph both get checked
+    assert {("unet", "unet.ort.onnx"), ("unet", "unet.onnx"), ("vae_decoder", "vae_decoder.ort.onnx"),
+            ("vae_decoder", "vae_decoder.onnx"), ("vocoder", "vocoder.onnx")} <= graphs
     assert all(r.passed and r.backend == "onnxruntime" for r in rows), rows
     assert min(r.snr_db for r in rows) > THRESHOLDS["fp32"][1]
 
@@ -39,31 +42,33 @@ def test_fp16_export_passes_its_thresholds(onnx_fp16_dir):
     assert all(r.precision == "fp16" and r.snr_db < 80 for r in unet)  # really fp16: not bit-exact
 
 
-def test_a_corrupted_graph_fails(onnx_dir, tmp_path):
-    """Scale one UNet weight: the graph still loads and runs, and check must say FAIL."""
+@pytest.mark.parametrize("graph", ["unet.onnx", "unet.ort.onnx"])
+def test_a_corrupted_graph_fails(onnx_dir, tmp_path, graph):
+    """Scale one UNet weight in one of its two graphs: it still loads and runs, and check must say FAIL for
+    that graph and only that one."""
     from onnx import numpy_helper
 
     from tango_rt.runtime.artifacts import file_entry
 
     folder = tmp_path / "broken"
     shutil.copytree(onnx_dir, folder)
-    model = onnx.load(str(folder / "unet.onnx"))
+    model = onnx.load(str(folder / graph))
     weight = next(t for t in model.graph.initializer if t.name.endswith("conv_out.weight"))
     weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 3, weight.name))
-    onnx.save(model, str(folder / "unet.onnx"))
+    onnx.save(model, str(folder / graph))
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["components"]["unet"].update(file_entry(folder, "unet.onnx"))
+    entry = manifest["components"]["unet"]
+    (entry["ort_graph"] if graph.endswith(".ort.onnx") else entry).update(file_entry(folder, graph))
     (folder / "manifest.json").write_text(json.dumps(manifest))
     rows = check_model(str(folder))
-    assert not any(r.passed for r in rows if r.component == "unet")
-    assert all(r.passed for r in rows if r.component != "unet")
+    assert rows and all(r.passed == (r.graph != graph) for r in rows), [(r.graph, r.passed) for r in rows]
 
 
 def test_cli_check_exit_codes(onnx_dir, capsys):
     from tango_rt.cli import main
 
     assert main(["check", "--model", str(onnx_dir)]) == 0
-    assert "| unet | onnxruntime | fp32 |" in capsys.readouterr().out
+    assert "| unet | onnxruntime | unet.ort.onnx | fp32 |" in capsys.readouterr().out
 
 
 def test_torch_upcast_keeps_an_fp32_island_in_a_reduced_precision_network(golden):

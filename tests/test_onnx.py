@@ -249,6 +249,7 @@ def test_foreign_graph_is_refused(onnx_dir, tmp_path):
     shutil.copy(folder / "vocoder.onnx", folder / "unet.onnx")
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["components"]["unet"].update(file_entry(folder, "unet.onnx"))
+    del manifest["components"]["unet"]["ort_graph"]  # else onnxruntime runs the (intact) fused graph
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="does not match the unet declaration"):
         Tango(str(folder), backend="onnxruntime")
@@ -379,3 +380,76 @@ def test_arena_option_reaches_the_session(onnx_dir):
     lean = Tango(str(onnx_dir), backend="onnxruntime", arena=False)
     assert lean.pipeline.components["unet"].session.get_session_options().enable_cpu_mem_arena is False
     assert lean.generate("a bell", steps=1, seed=0).shape == (163872,)
+
+
+def _fused_nodes(path: Path) -> dict[str, int]:
+    """MultiHeadAttention nodes of a graph: torch module name -> num_heads."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    fused = [n for n in graph.node if n.op_type == "MultiHeadAttention" and n.domain == "com.microsoft"]
+    heads = [next(a.i for a in n.attribute if a.name == "num_heads") for n in fused]
+    return {n.name.rsplit("/", 1)[0].strip("/").replace("/", "."): h for n, h in zip(fused, heads, strict=True)}
+
+
+@pytest.mark.parametrize("name", ["unet", "vae_decoder"])
+def test_export_fuses_exactly_the_unmasked_attention(onnx_dir, tiny_tango, name):
+    """The ONNX Runtime graph fuses every attention the torch model runs without a mask (the UNet's
+    self-attention, the VAE's mid-block attention), with the torch module's head count, and leaves the
+    UNet's masked cross-attention as it was. The truth is diffusers' own modules, not the fusion pass."""
+    from diffusers.models.attention_processor import Attention
+
+    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    entry = manifest["components"][name]["ort_graph"]
+    fused = _fused_nodes(onnx_dir / entry["file"])
+    modules = {n: m for n, m in tiny_tango.pipeline.components[name].module.named_modules() if isinstance(m, Attention)}
+    unmasked = {n: m.heads for n, m in modules.items() if not m.is_cross_attention}
+    # graph scopes name modules from the network's root: "decoder.mid_block..." for "vae.decoder.mid_block..."
+    matched = {m: heads for m in unmasked for f, heads in fused.items() if m == f or m.endswith("." + f)}
+    assert unmasked and matched == unmasked and len(fused) == entry["fused_attention"] == len(unmasked)
+    plain = onnx.load(str(onnx_dir / f"{name}.onnx"), load_external_data=False).graph
+    fused_graph = onnx.load(str(onnx_dir / entry["file"]), load_external_data=False).graph
+    softmax = [sum(n.op_type == "Softmax" for n in g.node) for g in (plain, fused_graph)]
+    assert softmax == [len(modules), len(modules) - len(unmasked)]
+    assert {i.name for i in fused_graph.input} == {i.name for i in plain.input}
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2], ids=["small", "batch3"])
+def test_fused_and_plain_graphs_both_match_torch(onnx_dir, tiny_tango, shape):
+    from tango_rt import Tango
+
+    config = tiny_tango.pipeline.config
+    feeds = component_specs(config)["unet"].sample_inputs(_dims(shape, config), config, seed=7)
+    reference = tiny_tango.pipeline.components["unet"](**feeds)
+    for fused, graph in ((None, "unet.ort.onnx"), (False, "unet.onnx")):
+        unet = Tango(str(onnx_dir), backend="onnxruntime", fused_attention=fused).pipeline.components["unet"]
+        assert unet.graph == graph
+        np.testing.assert_allclose(unet(**feeds), reference, **TOL_UNET)
+
+
+def test_fused_graph_shares_the_external_data_file(onnx_dir, tmp_path, tiny_tango):
+    """A graph with external weights (the full-size UNet's case) gets a fused graph that points into the same
+    data file instead of copying 3.5 GB."""
+    from tango_rt.export.attention_fusion import write_ort_graph
+
+    model = onnx.load(str(onnx_dir / "unet.onnx"))
+    onnx.save_model(model, str(tmp_path / "unet.onnx"), save_as_external_data=True, location="unet.onnx.data",
+                    size_threshold=0)
+    path, count = write_ort_graph(tmp_path / "unet.onnx")
+    assert path.name == "unet.ort.onnx" and count == 16
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet.onnx", "unet.onnx.data", "unet.ort.onnx"]
+    fused = onnx.load(str(path), load_external_data=False).graph.initializer
+    locations = {entry.value for t in fused for entry in t.external_data if entry.key == "location"}
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in fused) and locations == {"unet.onnx.data"}
+    config = tiny_tango.pipeline.config
+    feeds = component_specs(config)["unet"].sample_inputs(_dims(SHAPES[1], config), config, seed=3)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(out, tiny_tango.pipeline.components["unet"](**feeds), **TOL_UNET)
+
+
+def test_changed_fused_graph_is_stale(onnx_dir, tmp_path):
+    from tango_rt import Tango
+
+    folder = _copy(onnx_dir, tmp_path)
+    with open(folder / "unet.ort.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ArtifactError, match=r"unet\.ort\.onnx has .* changed after export"):
+        Tango(str(folder), backend="onnxruntime")

@@ -3,11 +3,17 @@
 Imports only numpy and onnxruntime. Sessions use every graph optimization by default; threads and the
 optimization level are options, and a ready `onnxruntime.SessionOptions` can be passed instead. On GPU
 providers, I/O binding copies each output to the host once instead of through an intermediate allocation.
+
+On the CPU provider, a network runs the export's ONNX Runtime graph where there is one (`<name>.ort.onnx`:
+attention fused into MultiHeadAttention, whose CPU kernel is a flash attention): the full-size UNet step needs
+~2.5 GB less memory and is faster (benchmarks/results/unet_step_cpu). `fused_attention=False` runs the plain
+graph; GPU providers run the plain graph unless asked (the fused one is not tested on GPUs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -57,10 +63,8 @@ def resolve_providers(device: str | None, providers: Sequence[str] | None) -> li
 def make_session_options(threads: int | None = None, optimization: str = "all", arena: bool = True
                          ) -> ort.SessionOptions:
     """Session options. `arena=False` trades a little speed for memory: ONNX Runtime's CPU arena keeps each
-    network's peak activations allocated between calls (for the full-size UNet, whose unfused attention
-    materialises 4096 x 4096 scores, 2.9 GB held after the first step). Measured on the full pipeline
-    (benchmarks/results/cpu-ort-arena-off): peak RSS 7.2 GB instead of 8.6 GB, UNet step 0.91x torch instead of
-    1.04x in the arena-on run (two runs, noisy machine)."""
+    network's peak activations allocated between calls (for the full-size UNet's plain graph, whose unfused
+    attention materialises 4096 x 4096 scores, 2.9 GB held after the first step; the fused graph does not)."""
     if optimization not in OPTIMIZATION_LEVELS:
         raise BackendError(f"graph optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}")
     options = ort.SessionOptions()
@@ -85,9 +89,10 @@ def check_graph_io(session: ort.InferenceSession, spec: ComponentSpec, path: str
 class OrtComponent(Component):
     backend = "onnxruntime"
 
-    def __init__(self, spec: ComponentSpec, session: ort.InferenceSession, ranges, io_binding: bool):
+    def __init__(self, spec: ComponentSpec, session: ort.InferenceSession, ranges, io_binding: bool, graph: str):
         super().__init__(spec, ranges)
         self.session = session
+        self.graph = graph  # the graph file it runs: <name>.onnx, or <name>.ort.onnx with fused attention
         self.io_binding = io_binding
         self.output_name = spec.output_names[0]
         self.output_device = "cuda" if session.get_providers()[0] in GPU_PROVIDERS else "cpu"
@@ -113,18 +118,20 @@ def load_components(
     session_options: ort.SessionOptions | None = None,
     io_binding: bool | None = None,
     arena: bool = True,
+    fused_attention: bool | None = None,
 ) -> dict[str, Component]:
     chosen = resolve_providers(device, providers)
+    fused = fused_attention if fused_attention is not None else chosen[0] == "CPUExecutionProvider"
     options = session_options or make_session_options(threads, optimization, arena)
     bind = io_binding if io_binding is not None else chosen[0] in GPU_PROVIDERS
     specs = component_specs(artifact.pipeline_config)
     components: dict[str, Component] = {}
     for name in names:
-        path = str(artifact.files(name, "onnx")[0])
+        path = str((fused and artifact.ort_graph(name)) or artifact.files(name, "onnx")[0])
         try:
             session = ort.InferenceSession(path, sess_options=options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt or foreign graphs
             raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from None
         check_graph_io(session, specs[name], path)
-        components[name] = OrtComponent(specs[name], session, artifact.ranges, bind)
+        components[name] = OrtComponent(specs[name], session, artifact.ranges, bind, Path(path).name)
     return components
