@@ -29,6 +29,7 @@ from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import InputError, TangoError
 from ..runtime.schedulers import SCHEDULER_NAMES
 from .machine import machine_info
+from .memory_limit import MemoryLimit
 from .stats import speedup
 
 PROMPT = "An audience cheering and clapping"
@@ -86,6 +87,7 @@ class BenchConfig:
     device: str | None = None
     prompt: str = PROMPT
     preset: str | None = None
+    memory_limit_mb: int | None = None  # each variant runs in a memory cgroup of this size (memory_limit.py)
     extra: dict = field(default_factory=dict)
 
 
@@ -131,10 +133,23 @@ def prepare(config: BenchConfig, work: Path) -> dict[str, dict]:
 
 
 def run_child(job: dict) -> dict:
-    """Measure one variant in a fresh interpreter; its JSON result comes back on stdout, its log on stderr (shown
-    as it runs, and its tail kept in the error when the child fails)."""
-    process = subprocess.Popen([sys.executable, "-m", "tango_rt.benchmarks.child", json.dumps(job)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Measure one variant in a fresh interpreter (inside a memory cgroup with the config's memory limit); its
+    JSON result comes back on stdout, its log on stderr (shown as it runs, and its tail kept in the error when the
+    child fails)."""
+    command = [sys.executable, "-m", "tango_rt.benchmarks.child", json.dumps(job)]
+    limit_mb = job["config"].get("memory_limit_mb")
+    if not limit_mb:
+        return _run(command, job)
+    with MemoryLimit(limit_mb) as limit:
+        result = _run(limit.wrap(command), job)
+        result["memory_limit"] = report = limit.report()
+    if "error" in result and report["oom_kills"]:
+        result["error"] = f"killed out of memory under the {limit_mb} MB limit ({result['error']})"
+    return result
+
+
+def _run(command: list[str], job: dict) -> dict:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     tail: list[str] = []
     assert process.stderr is not None
     for line in process.stderr:
@@ -228,7 +243,7 @@ def main(args) -> int:
     config = BenchConfig(
         model=model, variants=[v.strip() for v in backends.split(",") if v.strip()], batches=batches,
         steps=settings["steps"] or 10, scheduler=args.scheduler, duration=args.duration, warmup=args.warmup,
-        repeat=args.repeat, device=settings["device"], preset=args.preset,
+        repeat=args.repeat, device=settings["device"], preset=args.preset, memory_limit_mb=args.memory_limit_mb,
     )
     for variant in config.variants:
         Variant.parse(variant)
@@ -236,6 +251,10 @@ def main(args) -> int:
         raise InputError(f"unknown scheduler {args.scheduler!r}; choose from {list(SCHEDULER_NAMES)}")
     if min(batches) < 1 or config.repeat < 1 or config.steps < 1 or config.warmup < 0:
         raise InputError("--batch, --repeat and --steps must be >= 1, --warmup >= 0")
+    if config.memory_limit_mb is not None:
+        if config.memory_limit_mb < 64:
+            raise InputError(f"--memory-limit-mb must be at least 64, got {config.memory_limit_mb}")
+        MemoryLimit(config.memory_limit_mb)  # no writable cgroup: say so before exporting anything
     command = "tango-rt bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "tango-rt bench"
     result = run_bench(config, Path(args.work), command)
     table = write_reports(result, Path(args.out))

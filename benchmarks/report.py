@@ -19,6 +19,22 @@ def _fmt(value: float | None, unit: str = "s") -> str:
     return f"{value:.2f}x" if unit == "x" else f"{value:.3f}"
 
 
+def _memory_limit_lines(result: dict) -> list[str]:
+    """Under --memory-limit-mb: each variant's cgroup figures (what the limit charged, and kills)."""
+    limit = result["config"].get("memory_limit_mb")
+    if not limit:
+        return []
+    lines = ["", f"Each variant ran in a {limit} MB memory cgroup without swap (benchmarks/memory_limit.py); its peak "
+             "charge counts anonymous memory and page cache (which the kernel reclaims at the limit):", "",
+             "| variant | result | cgroup peak MB | OOM kills |", "|---|---|---|---|"]
+    for name, v in result["variants"].items():
+        report = v.get("memory_limit") or {}
+        peak = report.get("cgroup_peak_mb")
+        lines.append(f"| {name} | {'failed' if 'error' in v else 'completed'} | "
+                     f"{'-' if peak is None else f'{peak:.0f}'} | {report.get('oom_kills', '-')} |")
+    return lines
+
+
 def table(result: dict) -> str:
     """One row per variant and batch size: per-generation stage medians, end-to-end, RTF, memory, speed-ups."""
     config = result["config"]
@@ -58,6 +74,7 @@ def table(result: dict) -> str:
                 f"{rss} | {anon} | {'-' if gpu is None else f'{gpu:.0f}'} | "
                 f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} | {accuracy} |"
             )
+    lines += _memory_limit_lines(result)
     lines += ["", "Seconds per generation at other step counts, from the per-stage medians above "
               "(tokenize + text encoder + steps x UNet step + VAE + vocoder):", "",
               "| variant | batch | " + " | ".join(f"{n} steps" for n in _extrapolated_steps(result)) + " |",

@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=1)
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--device", default=None)
+    bench.add_argument("--memory-limit-mb", type=int, default=None,
+                       help="run each variant in a memory cgroup of this size, no swap (Linux, writable cgroup): "
+                            "does it fit, and at what speed")
     bench.add_argument("--work", default=str(Path.home() / ".cache" / "tango-rt" / "bench"),
                        help="where exports for the ONNX / TensorRT variants are cached")
     bench.add_argument("--out", default="bench_results", help="writes results.json, results.md, chart.png")

@@ -103,3 +103,24 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
     assert (out / "chart.png").stat().st_size > 1000
     assert "| onnxruntime | 2 |" in (out / "results.md").read_text()
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_bench_under_a_memory_limit(onnx_dir, tmp_path, capsys):
+    """--memory-limit-mb: a variant that fits completes and records the cgroup's figures; one that cannot fit is
+    reported as killed out of memory, with the limit in the message, and the other variants still run."""
+    from tango_rt.benchmarks.memory_limit import CGROUP_ROOT, _own_cgroup
+    from tango_rt.cli import main
+
+    if _own_cgroup(CGROUP_ROOT) is None:
+        pytest.skip("no writable memory cgroup on this machine (needs root or delegation)")
+    common = ["bench", "--model", str(onnx_dir), "--backends", "onnxruntime", "--steps", "1", "--warmup", "0",
+              "--repeat", "1", "--device", "cpu", "--work", str(tmp_path / "work")]
+    assert main([*common, "--memory-limit-mb", "2000", "--out", str(tmp_path / "fits")]) == 0
+    result = json.loads((tmp_path / "fits" / "results.json").read_text())
+    limit = result["variants"]["onnxruntime"]["memory_limit"]
+    assert limit["limit_mb"] == 2000 and limit["oom_kills"] == 0 and 0 < limit["cgroup_peak_mb"] <= 2000
+    assert "| onnxruntime | completed |" in (tmp_path / "fits" / "results.md").read_text()
+    assert main([*common, "--memory-limit-mb", "64", "--out", str(tmp_path / "small")]) != 0
+    assert "variant(s) ['onnxruntime'] failed" in capsys.readouterr().err
+    failed = json.loads((tmp_path / "small" / "results.json").read_text())["variants"]["onnxruntime"]
+    assert failed["error"].startswith("killed out of memory under the 64 MB limit")
