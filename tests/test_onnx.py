@@ -377,9 +377,17 @@ def test_int8_unet_option(tmp_path, ort_tango):
 def test_arena_option_reaches_the_session(onnx_dir):
     from tango_rt import Tango
 
-    lean = Tango(str(onnx_dir), backend="onnxruntime", arena=False)
-    assert lean.pipeline.components["unet"].session.get_session_options().enable_cpu_mem_arena is False
+    shared = Tango(str(onnx_dir), backend="onnxruntime").pipeline.components["unet"].session.get_session_options()
+    assert shared.enable_cpu_mem_arena and shared.get_session_config_entry("session.use_env_allocators") == "1"
+    for arena in ("session", False):
+        lean = Tango(str(onnx_dir), backend="onnxruntime", arena=arena)
+        options = lean.pipeline.components["unet"].session.get_session_options()
+        assert options.enable_cpu_mem_arena is (arena == "session")
+        with pytest.raises(RuntimeError, match="does not have configuration with key"):
+            options.get_session_config_entry("session.use_env_allocators")
     assert lean.generate("a bell", steps=1, seed=0).shape == (163872,)
+    with pytest.raises(BackendError, match="arena must be one of"):
+        Tango(str(onnx_dir), backend="onnxruntime", arena="big")
 
 
 def _fused_nodes(path: Path) -> dict[str, int]:

@@ -67,7 +67,7 @@ BACKENDS: dict[str, Backend] = {
              "optimization": "graph optimization level: disable | basic | extended | all",
              "session_options": "a ready onnxruntime.SessionOptions (overrides threads / optimization)",
              "io_binding": "bind outputs on the device (default: on for GPU providers)",
-             "arena": "ONNX Runtime's CPU memory arena (default on; off frees peak activations between calls)",
+             "arena": "CPU memory arena: shared (default: one for all sessions) | session (one each) | off",
              "fused_attention": "run the export's graphs with fused attention where it wrote them (default: on CPU)"},
             aliases=("ort",),
         ),
