@@ -29,7 +29,7 @@ from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import InputError, TangoError
 from ..runtime.schedulers import SCHEDULER_NAMES
 from .machine import machine_info
-from .memory_limit import MemoryLimit
+from .memory_limit import MemoryLimit, evict_page_cache
 from .stats import speedup
 
 PROMPT = "An audience cheering and clapping"
@@ -140,6 +140,8 @@ def run_child(job: dict) -> dict:
     limit_mb = job["config"].get("memory_limit_mb")
     if not limit_mb:
         return _run(command, job)
+    if Path(job["model"]).is_dir():
+        evict_page_cache(Path(job["model"]))  # else its weight files stay charged to whoever read them first
     with MemoryLimit(limit_mb) as limit:
         result = _run(limit.wrap(command), job)
         result["memory_limit"] = report = limit.report()

@@ -19,6 +19,18 @@ from ..runtime.errors import InputError
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+def evict_page_cache(folder: Path) -> None:
+    """Drop the files under `folder` from the page cache (clean pages not mapped elsewhere), so a child in a fresh
+    cgroup is charged for reading or mapping them: pages cached earlier stay charged to whoever read them first,
+    and a limit would never see them."""
+    for path in (p for p in Path(folder).rglob("*") if p.is_file()):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def _own_cgroup(root: Path) -> tuple[Path, int] | None:
     """This process's memory cgroup folder and its cgroup version, if a writable one is mounted."""
     try:

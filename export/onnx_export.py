@@ -27,11 +27,12 @@ from ..runtime.artifacts import (
 )
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.config import DEFAULT_MAX_BATCH
-from ..runtime.errors import ArtifactError
+from ..runtime.errors import ArtifactError, warn
 from ..runtime.precision import component_precision
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
 from .attention_fusion import write_ort_graph
+from .check import compare, thresholds
 from .precision import compress_weights_int8, convert_to_fp16, quantize_int8
 
 DEFAULT_OPSET = 17
@@ -106,6 +107,9 @@ def export_component(module, spec, config, out: Path, precision: str, opset: int
         else:
             target = out / f"{spec.name}.onnx"
             entry = {"format": "onnx", **_onnx_entries(out, target, _write_onnx(traced, target, actual, spec.name))}
+            fused = _ort_graph_entry(out, target, feeds, actual)
+            if fused:
+                entry["ort_graph"] = fused
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**entry, "precision": actual, "opset": opset, "inputs": [t.to_dict() for t in spec.inputs],
@@ -127,12 +131,40 @@ def _onnx_entries(out: Path, target: Path, kept: list[str]) -> dict:
     import onnx
 
     onnx.checker.check_model(str(target))  # by path: external-data aware
-    entry = {**file_entry(out, target.name), "fp32_nodes": len(kept),
-             "external_data": [file_entry(out, name) for name in external_files(target)]}
-    fused = write_ort_graph(target)
-    if fused:
-        entry["ort_graph"] = {**file_entry(out, fused[0].name), "fused_attention": fused[1]}
-    return entry
+    return {**file_entry(out, target.name), "fp32_nodes": len(kept),
+            "external_data": [file_entry(out, name) for name in external_files(target)]}
+
+
+def _ort_graph_entry(out: Path, target: Path, feeds: dict, precision: str) -> dict | None:
+    """Write the fused-attention graph for ONNX Runtime and keep it only if it computes what the plain graph
+    does on the traced inputs, within the thresholds `tango-rt check` holds this precision to: a pattern matched
+    with another meaning (a custom attention scale, say) must not ship. Returns its manifest entry, or None."""
+    written = write_ort_graph(target)
+    if written is None:
+        return None
+    path, count = written
+    min_cosine, min_snr = thresholds(precision)
+    try:
+        metrics = compare(_run_cpu(path, feeds), _run_cpu(target, feeds))
+        problem = None if metrics["finite"] and metrics["cosine"] >= min_cosine and metrics["snr_db"] >= min_snr \
+            else f"cosine {metrics['cosine']:.6f}, {metrics['snr_db']:.1f} dB against the plain graph"
+    except Exception as exc:  # onnxruntime's own exception types: the fused graph does not even run
+        problem = f"it fails to run: {exc}"
+    if problem:
+        path.unlink()
+        warn(f"{target.stem}: fused-attention graph rejected ({problem}); ONNX Runtime will run the plain graph")
+        return None
+    snr = metrics["snr_db"]
+    return {**file_entry(out, path.name), "fused_attention": count,
+            "vs_plain": {"cosine": metrics["cosine"], "snr_db": snr if snr != float("inf") else None}}
+
+
+def _run_cpu(path: Path, feeds: dict):
+    """One run of a graph on ONNX Runtime's CPU provider (the session is freed on return)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
 
 
 def _ir_entries(out: Path, target: Path, compressed: int) -> dict:

@@ -4,12 +4,13 @@ there is no cgroup to use."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from tango_rt.benchmarks.memory_limit import CGROUP_ROOT, MemoryLimit, _own_cgroup
+from tango_rt.benchmarks.memory_limit import CGROUP_ROOT, MemoryLimit, _own_cgroup, evict_page_cache
 from tango_rt.runtime.errors import InputError
 
 LIMIT_MB = 200
@@ -46,6 +47,21 @@ assert touched == len(view) // mmap.PAGESIZE
     assert code == 0 and report["oom_kills"] == 0
     if report["cgroup_peak_mb"] is not None:  # the pages were charged up to the limit, then reclaimed
         assert 0.9 * LIMIT_MB <= report["cgroup_peak_mb"] <= LIMIT_MB
+
+
+@needs_cgroup
+def test_evicted_files_are_charged_to_the_limited_child(tmp_path):
+    """A file already in the page cache costs a new cgroup nothing to read; after eviction the child is charged
+    for it, which is what makes a limit meaningful for backends that map their weights."""
+    size_mb = 100
+    (tmp_path / "weights.bin").write_bytes(os.urandom(size_mb * 2**20))
+    read = f"f = open({str(tmp_path / 'weights.bin')!r}, 'rb')\nwhile f.read(2**20): pass"  # 1 MB at a time
+    cached = _run_limited(read)[1]["cgroup_peak_mb"]
+    if cached is None:
+        pytest.skip("this cgroup version reports no peak")
+    evict_page_cache(tmp_path)
+    charged = _run_limited(read)[1]["cgroup_peak_mb"]
+    assert charged - cached >= 0.8 * size_mb, (cached, charged)
 
 
 def test_no_cgroup_is_a_clear_error(tmp_path):

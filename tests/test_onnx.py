@@ -461,3 +461,18 @@ def test_changed_fused_graph_is_stale(onnx_dir, tmp_path):
         handle.write(b"\0")
     with pytest.raises(ArtifactError, match=r"unet\.ort\.onnx has .* changed after export"):
         Tango(str(folder), backend="onnxruntime")
+
+
+def test_a_fused_graph_that_computes_something_else_is_not_written(tmp_path, monkeypatch):
+    """The export runs the fused graph against the plain one before keeping it: a fusion with the wrong head
+    split (standing for any pattern matched with another meaning) is dropped with a warning."""
+    from tango_rt.export import attention_fusion
+    from tango_rt.export.onnx_export import export_onnx
+    from tango_rt.runtime.errors import TangoWarning
+
+    heads = attention_fusion._heads_from_reshape
+    monkeypatch.setattr(attention_fusion, "_heads_from_reshape", lambda g, reshape: 2 * heads(g, reshape))
+    with pytest.warns(TangoWarning, match="unet: fused-attention graph rejected"):
+        folder = export_onnx(str(FIXTURE), tmp_path / "bad", components=["unet"])
+    assert "ort_graph" not in json.loads((folder / "manifest.json").read_text())["components"]["unet"]
+    assert not (folder / "unet.ort.onnx").exists()
