@@ -88,7 +88,7 @@ class BenchConfig:
     prompt: str = PROMPT
     preset: str | None = None
     memory_limit_mb: int | None = None  # each variant runs in a memory cgroup of this size (memory_limit.py)
-    extra: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # --option KEY=VALUE: for the variants whose backend declares KEY
 
 
 def onnx_folder(source: str, precision: str, work: Path, max_batch: int) -> Path:
@@ -116,6 +116,7 @@ def prepare(config: BenchConfig, work: Path) -> dict[str, dict]:
     for variant in map(Variant.parse, config.variants):
         backend = get_backend(variant.backend)
         export_precision, options = backend.variant(variant.precision)
+        options.update({k: v for k, v in config.options.items() if k in backend.options})
         if variant.cuda_graph:
             options["cuda_graph"] = True
         if backend.loads_from == "checkpoint":
@@ -219,6 +220,18 @@ def run_bench(config: BenchConfig, work: Path = DEFAULT_WORK, command: str = "")
     }
 
 
+def parse_options(pairs: list[str] | None) -> dict:
+    """--option KEY=VALUE pairs as backend options: true / false and integers converted, the rest strings."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option takes KEY=VALUE, got {pair!r}")
+        converted: object = {"true": True, "false": False}.get(value.lower(), value)
+        options[key.strip()] = int(value) if value.lstrip("-").isdigit() else converted
+    return options
+
+
 def _settings(args) -> dict:
     """Command-line values over the preset's over the defaults."""
     preset = PRESETS.get(args.preset, {}) if args.preset else {}
@@ -246,9 +259,12 @@ def main(args) -> int:
         model=model, variants=[v.strip() for v in backends.split(",") if v.strip()], batches=batches,
         steps=settings["steps"] or 10, scheduler=args.scheduler, duration=args.duration, warmup=args.warmup,
         repeat=args.repeat, device=settings["device"], preset=args.preset, memory_limit_mb=args.memory_limit_mb,
+        options=parse_options(args.option),
     )
-    for variant in config.variants:
-        Variant.parse(variant)
+    declared = {key for variant in config.variants for key in get_backend(Variant.parse(variant).backend).options}
+    if set(config.options) - declared:
+        raise InputError(f"--option {sorted(set(config.options) - declared)}: no variant's backend takes it "
+                         f"(they take {sorted(declared)})")
     if args.scheduler not in SCHEDULER_NAMES:
         raise InputError(f"unknown scheduler {args.scheduler!r}; choose from {list(SCHEDULER_NAMES)}")
     if min(batches) < 1 or config.repeat < 1 or config.steps < 1 or config.warmup < 0:

@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=1)
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--device", default=None)
+    bench.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="backend option for the variants whose backend declares it, e.g. arena=session "
+                            "(repeatable)")
     bench.add_argument("--memory-limit-mb", type=int, default=None,
                        help="run each variant in a memory cgroup of this size, no swap (Linux, writable cgroup): "
                             "does it fit, and at what speed")

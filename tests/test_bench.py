@@ -42,6 +42,23 @@ def test_variants_come_from_the_backend_registry():
             Variant.parse(bad)
 
 
+def test_option_reaches_only_the_backends_that_declare_it(onnx_dir, tmp_path, capsys):
+    from tango_rt.benchmarks.bench import BenchConfig, parse_options, prepare
+    from tango_rt.cli import main
+
+    assert parse_options(["arena=session", "threads=2", "fused_attention=false"]) == {
+        "arena": "session", "threads": 2, "fused_attention": False}
+    with pytest.raises(InputError, match="--option takes KEY=VALUE"):
+        parse_options(["arena"])
+    config = BenchConfig(model=str(onnx_dir), variants=["torch", "onnxruntime"], batches=[1],
+                         options={"arena": "session"})
+    jobs = prepare(config, tmp_path)
+    assert jobs["onnxruntime"]["options"]["arena"] == "session" and "arena" not in jobs["torch"]["options"]
+    assert main(["bench", "--model", str(onnx_dir), "--backends", "torch", "--option", "arena=off",
+                 "--out", str(tmp_path / "out")]) != 0
+    assert "--option ['arena']: no variant's backend takes it" in capsys.readouterr().err
+
+
 def test_gpu_preset_names_every_gpu_path():
     from argparse import Namespace
 

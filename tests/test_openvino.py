@@ -139,3 +139,14 @@ def test_bad_options_are_clear_errors(onnx_dir, options, message):
 
     with pytest.raises(BackendError, match=message):
         Tango(str(onnx_dir), backend="openvino", **options)
+
+
+def test_unet_memory_breakdown_records_every_stage(onnx_dir):
+    """benchmarks/ov_unet_memory on the tiny export: the stages and the /proc fields README's memory section
+    reads (the full-size figures come from the recorded run)."""
+    from tango_rt.benchmarks.ov_unet_memory import FIELDS, measure
+
+    run = measure(str(onnx_dir), "fp32")
+    assert list(run["stages"]) == ["read", "compiled, model dropped", "step 1", "step 2"]
+    assert all(stage[field] > 0 for stage in run["stages"].values() for field in FIELDS)
+    assert run["weights_file_mb"] > 0
