@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from .report import save_results
 from .stats import summarize
 
 
@@ -148,8 +149,5 @@ def main(args) -> int:
     text = markdown(result)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(result, indent=2))
-        (out / "results.md").write_text(f"# Load test\n\n{text}\n")
+        save_results(Path(args.out), result, f"# Load test\n\n{text}\n")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .child import _status_mb
 from .machine import machine_info
+from .report import save_results
 
 FIELDS = ("RssFile", "RssAnon", "VmHWM")
 PRECISIONS = ("fp32", "bf16")
@@ -89,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(json.loads(output.strip().splitlines()[-1]))
     result = {"benchmark": "ov_unet_memory", "command": "python -m tango_rt.benchmarks.ov_unet_memory",
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(), "runs": runs}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    (out / "results.md").write_text(markdown(result))
+    save_results(Path(args.out), result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -129,10 +129,15 @@ def chart(result: dict, path: Path) -> Path | None:
     return path
 
 
-def write_reports(result: dict, out: Path) -> str:
+def save_results(out: Path, result: dict, markdown: str) -> None:
+    """Every benchmark's record: `results.json` (the data) and `results.md` (the table) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
+    (out / "results.md").write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+
+
+def write_reports(result: dict, out: Path) -> str:
     text = table(result)
-    (out / "results.md").write_text(f"# Benchmark results\n\nCommand: `{result['command']}`\n\n{text}\n")
+    save_results(out, result, f"# Benchmark results\n\nCommand: `{result['command']}`\n\n{text}\n")
     chart(result, out / "chart.png")
     return text

@@ -29,6 +29,7 @@ import httpx
 from .loadtest import markdown as load_markdown
 from .loadtest import run as load_run
 from .machine import machine_info
+from .report import save_results
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -137,9 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_overload:
         rate = 2 * four["throughput_ok_per_s"]
         result["overload"] = overload(args.model, body, rate, args.seconds, args.queue)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2))
     lines = [f"# Load test of tango-rt serve: {args.model}", "", f"Command: `{result['command']}`",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores. Body: `{json.dumps(body)}`",
              "", "## Saturation (closed loop)", "", "max-batch 1: " + load_markdown(one).replace("\n", "; "), "",
@@ -151,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                   load_markdown(o).replace("\n", "; "), "",
                   f"5xx: {o['server_5xx']}, lost: {o['lost']}; server RSS max, first half "
                   f"{o['rss_mb']['first_half_max']:.0f} MB, second half {o['rss_mb']['second_half_max']:.0f} MB"]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    save_results(Path(args.out), result, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

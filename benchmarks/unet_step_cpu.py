@@ -26,6 +26,7 @@ from ..runtime.artifacts import open_artifact
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.specs import UNET, component_specs, dims
 from .machine import machine_info
+from .report import save_results
 from .stats import speedup, summarize
 
 MODEL = "random:full"
@@ -190,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args(argv)
     result = run(Path(args.work), Path(args.out), args.repeat, max(1, args.warmup), args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    (out / "results.md").write_text(markdown(result))
+    save_results(Path(args.out), result, markdown(result))
     print(markdown(result))
     return 0
 
