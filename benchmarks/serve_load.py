@@ -16,88 +16,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-
-import httpx
 
 from .loadtest import markdown as load_markdown
 from .loadtest import run as load_run
 from .machine import machine_info
 from .report import save_results
-
-
-def _rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-class Server:
-    def __init__(self, model: str, *args: str):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "tango_rt.cli", "serve", "--model", model, "--device", "cpu", "--port",
-                   str(self.port), "--log-level", "warning", *args]
-        self.process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        self.memory: list[tuple[float, float]] = []
-        self._sampling = True
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self) -> None:
-        start = time.monotonic()
-        while self._sampling and self.process.poll() is None:
-            rss = _rss_mb(self.process.pid)
-            if rss is not None:
-                self.memory.append((time.monotonic() - start, rss))
-            time.sleep(0.5)
-
-    def wait_ready(self, timeout: float = 900) -> None:
-        until = time.monotonic() + timeout
-        while time.monotonic() < until:
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("server not ready")
-
-    def stop(self) -> None:
-        self._sampling = False
-        self.process.terminate()
-        self.process.wait(300)
+from .server_process import ServerProcess
 
 
 def saturation(model: str, max_batch: int, body: dict, concurrency: int, seconds: float, requests: int | None,
                queue: int, warm: bool) -> dict:
-    server = Server(model, "--max-batch", str(max_batch), "--max-wait-ms", "50", "--max-queue", str(queue))
+    server = ServerProcess("--max-batch", str(max_batch), "--max-wait-ms", "50", "--max-queue", str(queue), model=model,
+                           capture=False, sample_memory=True)
     try:
-        server.wait_ready()
+        server.wait_ready(timeout=900)
         if warm:
             load_run(server.url, body, seconds, concurrency=concurrency, requests=concurrency)  # warm-up round
         result = load_run(server.url, body, seconds, concurrency=concurrency, requests=requests)
         result["peak_rss_mb"] = max((m for _, m in server.memory), default=None)
         return result
     finally:
-        server.stop()
+        server.terminate()
 
 
 def overload(model: str, body: dict, rate: float, seconds: float, queue: int) -> dict:
-    server = Server(model, "--max-batch", "4", "--max-wait-ms", "50", "--max-queue", str(queue))
+    server = ServerProcess("--max-batch", "4", "--max-wait-ms", "50", "--max-queue", str(queue), model=model,
+                           capture=False, sample_memory=True)
     try:
-        server.wait_ready()
+        server.wait_ready(timeout=900)
         load_run(server.url, body, seconds, concurrency=4, requests=4)  # warm-up round
         mark = len(server.memory)
         result = load_run(server.url, body, seconds, rate=rate)
@@ -107,7 +55,7 @@ def overload(model: str, body: dict, rate: float, seconds: float, queue: int) ->
                             "second_half_max": max(samples[half:], default=None), "samples": samples}
         return result
     finally:
-        server.stop()
+        server.terminate()
 
 
 def main(argv: list[str] | None = None) -> int:
