@@ -150,3 +150,25 @@ def test_unet_memory_breakdown_records_every_stage(onnx_dir):
     assert list(run["stages"]) == ["read", "compiled, model dropped", "step 1", "step 2"]
     assert all(stage[field] > 0 for stage in run["stages"].values() for field in FIELDS)
     assert run["weights_file_mb"] > 0
+
+
+@pytest.mark.parametrize("name", ["text_encoder", "unet"])
+def test_static_shapes_pad_prompt_lengths_to_one_compile(onnx_dir, ov_tango, name):
+    """Static shapes compile per input shape: prompt lengths 5 and 9 share one padded shape (a multiple of 16
+    tokens, masked out), and the real positions compute what the dynamic-shape network computes."""
+    from conftest import TOL_EMBEDDINGS, TOL_UNET
+    from tango_rt import Tango
+    from tango_rt.runtime.backends.ov_backend import TEXT_BUCKET
+
+    static = Tango(str(onnx_dir), backend="openvino", static_shapes=True, cache_dir="").pipeline.components[name]
+    config = ov_tango.pipeline.config
+    for text_len in (5, 9):
+        feeds = component_specs(config)[name].sample_inputs(dims(config, 2, text_len, 16), config, seed=text_len)
+        if "attention_mask" in feeds:
+            feeds["attention_mask"][:, -2:] = 0  # padding inside the prompt stays what it was
+        out = static(**feeds)
+        np.testing.assert_allclose(out, ov_tango.pipeline.components[name](**feeds),
+                                   **(TOL_EMBEDDINGS if name == "text_encoder" else TOL_UNET))
+    assert len(static.compiled) == 1
+    assert next(iter(static.compiled))[component_specs(config)[name].input_names.index(
+        "input_ids" if name == "text_encoder" else "encoder_hidden_states")][1] == TEXT_BUCKET

@@ -13,7 +13,8 @@ shapes it meets, read afresh from disk and cached per shape (the `MAX_SHAPES` mo
 dynamic shapes. OpenVINO 2026.4's CPU plugin crashed (SIGSEGV) running the full-size UNet in BF16 with dynamic
 shapes on an AMX CPU here, and ran it correctly once reshaped to static shapes; the loop keeps one shape for a
 whole generation, so this costs one compile (~3 s for the UNet) per new shape, and the cache folder keeps it
-across processes.
+across processes. Prompt lengths are padded to a multiple of TEXT_BUCKET tokens (masked out), so a server seeing
+prompts of every length compiles once per bucket, not once per length.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ HINTS = ("LATENCY", "THROUGHPUT")
 DEFAULT_CACHE = Path.home() / ".cache" / "tango-rt" / "openvino"
 OV_TYPES = {"f32": "float32", "i64": "int64", "boolean": "bool", "f16": "float16"}
 MAX_SHAPES = 2  # compiled static-shape networks kept per component: each holds its own repacked weights
+TEXT_BUCKET = 16  # static shapes: prompt lengths are padded to a multiple of this, so one compile serves 16 lengths
 
 
 def resolve_device(core: ov.Core, device: str | None) -> str:
@@ -122,9 +124,34 @@ class OpenVINOComponent(Component):
         return effective if self.weights == "fp32" else f"{self.weights}+{effective}"
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        feeds, length = self._pad_text(feeds) if self.static_shapes else (feeds, None)
         request = self._request({name: array.shape for name, array in feeds.items()})
         request.infer({name: np.ascontiguousarray(array) for name, array in feeds.items()})
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        output = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        axis = _axis(self.spec.outputs[0], "text_len")
+        return output if length is None or axis is None else np.take(output, range(length), axis=axis)
+
+    def _pad_text(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None]:
+        """Static shapes compile once per input shape, and every prompt length would be a new shape: pad the text
+        axis with zeros (padding tokens, mask 0: masked out, so real positions compute the same) up to a multiple
+        of TEXT_BUCKET, within the declared range. Returns the feeds and the real length (None: nothing padded)."""
+        axes = {t.name: _axis(t, "text_len") for t in self.spec.inputs}
+        length = next((feeds[name].shape[a] for name, a in axes.items() if a is not None), None)
+        if length is None:
+            return feeds, None
+        limit = self.ranges["text_len"].max if self.ranges and "text_len" in self.ranges else length
+        bucket = max(length, min(-(-length // TEXT_BUCKET) * TEXT_BUCKET, limit))
+        if bucket == length:
+            return feeds, None
+        padded = {name: array if axes[name] is None else
+                  np.pad(array, [(0, bucket - length if i == axes[name] else 0) for i in range(array.ndim)])
+                  for name, array in feeds.items()}
+        return padded, length
+
+
+def _axis(tensor, dim: str) -> int | None:
+    """The position of a symbolic dimension in a declared tensor shape, if it has it."""
+    return tensor.shape.index(dim) if dim in tensor.shape else None
 
 
 def _effective(compiled) -> str:
