@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -15,24 +14,14 @@ from tqdm.auto import tqdm
 from ..runtime.instrument import STAGES, Recorder, instrument
 from ..runtime.specs import UNET, component_specs, dims
 from ..runtime.tango import Tango
+from .machine import proc_status_mb
 from .stats import summarize
-
-
-def _status_mb(field: str) -> float | None:
-    """A memory field of /proc/self/status in MB; None where /proc is not there."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def peak_rss_mb() -> float | None:
     """Peak resident memory of this process (Linux VmHWM: it belongs to the process image, so it starts afresh
     at exec, where ru_maxrss would count the parent's memory at fork)."""
-    return _status_mb("VmHWM")
+    return proc_status_mb("VmHWM")
 
 
 class AnonPeak:
@@ -46,14 +35,14 @@ class AnonPeak:
     def __init__(self, interval: float = 0.02):
         import threading
 
-        self.peak: float | None = _status_mb("RssAnon")
+        self.peak: float | None = proc_status_mb("RssAnon")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            value = _status_mb("RssAnon")
+            value = proc_status_mb("RssAnon")
             if value is not None:
                 self.peak = max(self.peak or 0.0, value)
 

@@ -20,6 +20,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def proc_status_mb(field: str, pid: int | str = "self") -> float | None:
+    """A memory field of /proc/<pid>/status (VmHWM, VmRSS, RssAnon, ...) in MB; None where /proc or the process
+    is not there."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
              "avx_vnni", "asimd", "sve", "bf16")
 

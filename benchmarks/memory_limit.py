@@ -26,6 +26,7 @@ def evict_page_cache(folder: Path) -> None:
     for path in (p for p in Path(folder).rglob("*") if p.is_file()):
         fd = os.open(path, os.O_RDONLY)
         try:
+            os.fdatasync(fd)  # dirty pages (a file just exported) are not dropped until written back
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)

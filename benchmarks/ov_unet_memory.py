@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .child import _status_mb
-from .machine import machine_info
+from .machine import machine_info, proc_status_mb
 from .report import save_results
 
 FIELDS = ("RssFile", "RssAnon", "VmHWM")
@@ -38,7 +37,7 @@ def measure(folder: str, precision: str) -> dict:
     stages: dict[str, dict] = {}
 
     def record(stage: str, started: float) -> None:
-        stages[stage] = {"seconds": time.perf_counter() - started, **{f: _status_mb(f) for f in FIELDS}}
+        stages[stage] = {"seconds": time.perf_counter() - started, **{f: proc_status_mb(f) for f in FIELDS}}
 
     core = ov.Core()
     started = time.perf_counter()

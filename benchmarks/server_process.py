@@ -15,25 +15,16 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
+
+from .machine import proc_status_mb
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 class ServerProcess:
@@ -57,7 +48,7 @@ class ServerProcess:
     def _sample(self) -> None:
         start = time.monotonic()
         while self.process.poll() is None:
-            rss = rss_mb(self.process.pid)
+            rss = proc_status_mb("VmRSS", self.process.pid)
             if rss is not None:
                 self.memory.append((time.monotonic() - start, rss))
             time.sleep(0.5)

@@ -2,8 +2,8 @@
 
 The TorchScript exporter writes torch's scaled_dot_product_attention as separate ops (head reshapes, q*s, k*s,
 q @ k^T, Softmax, @ v), so ONNX Runtime materialises the full score matrix: for the full-size UNet's self-attention
-that is (2 x 8) x 4096 x 4096 floats, 1 GB per tensor and ~2.2 GB at the peak of a step, held by the CPU arena
-between calls. ONNX Runtime's `com.microsoft.MultiHeadAttention` contrib op runs the same attention with its CPU
+that is (2 x 5) x 4096 x 4096 floats, 0.6 GiB per tensor and ~2.2 GB at the peak of a step, held by the CPU
+arena between calls. ONNX Runtime's `com.microsoft.MultiHeadAttention` contrib op runs the same attention with its CPU
 flash-attention kernel (tiles sized to the L2 cache; no score matrix) when there is no mask, bias or past state.
 
 ONNX Runtime ships a UNet fusion (`onnxruntime.transformers.optimizer`, model_type "unet"), but in onnxruntime
@@ -38,7 +38,6 @@ class _Graph:
     """Producer / consumer lookups over a GraphProto's nodes."""
 
     def __init__(self, graph):
-        self.graph = graph
         self.producer = {out: node for node in graph.node for out in node.output}
         self.consumers: dict[str, list] = {}
         for node in graph.node:

@@ -45,6 +45,12 @@ def thresholds(precision: str) -> tuple[float, float]:
     return min(p[0] for p in parts), min(p[1] for p in parts)
 
 
+def passes(metrics: dict, precision: str) -> bool:
+    """Whether error metrics (`compare`) meet the thresholds of a precision: finite, cosine and SNR high enough."""
+    min_cosine, min_snr = thresholds(precision)
+    return bool(metrics["finite"] and metrics["cosine"] >= min_cosine and metrics["snr_db"] >= min_snr)
+
+
 @dataclass
 class CheckRow:
     component: str
@@ -130,12 +136,11 @@ def _check_component(name: str, component, reference, precision: str, config, ra
     """One component against the torch reference at the declared shapes (see `_shapes`)."""
     component.check_finite = False  # NaN / Inf is reported as a failed row, not raised
     spec = component_specs(config)[name]
-    min_cosine, min_snr = thresholds(precision)
     rows = []
     for shape in _shapes(ranges, config):
         feeds = spec.sample_inputs(shape, config, seed=1)
         metrics = compare(component(**feeds), reference(**feeds))
-        passed = bool(metrics["finite"] and metrics["cosine"] >= min_cosine and metrics["snr_db"] >= min_snr)
+        passed = passes(metrics, precision)
         shape = "x".join(str(s) for s in feeds[spec.input_names[0]].shape)
         rows.append(CheckRow(name, component.backend, getattr(component, "graph", None) or "-", precision, shape,
                              passed=passed, **metrics))

@@ -32,7 +32,7 @@ from ..runtime.precision import component_precision
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
 from .attention_fusion import write_ort_graph
-from .check import compare, thresholds
+from .check import compare, passes
 from .precision import compress_weights_int8, convert_to_fp16, quantize_int8
 
 DEFAULT_OPSET = 17
@@ -143,11 +143,10 @@ def _ort_graph_entry(out: Path, target: Path, feeds: dict, precision: str) -> di
     if written is None:
         return None
     path, count = written
-    min_cosine, min_snr = thresholds(precision)
     try:
         metrics = compare(_run_cpu(path, feeds), _run_cpu(target, feeds))
-        problem = None if metrics["finite"] and metrics["cosine"] >= min_cosine and metrics["snr_db"] >= min_snr \
-            else f"cosine {metrics['cosine']:.6f}, {metrics['snr_db']:.1f} dB against the plain graph"
+        problem = None if passes(metrics, precision) else \
+            f"cosine {metrics['cosine']:.6f}, {metrics['snr_db']:.1f} dB against the plain graph"
     except Exception as exc:  # onnxruntime's own exception types: the fused graph does not even run
         problem = f"it fails to run: {exc}"
     if problem:

@@ -5,8 +5,9 @@ optimization level are options, and a ready `onnxruntime.SessionOptions` can be 
 providers, I/O binding copies each output to the host once instead of through an intermediate allocation.
 
 On the CPU provider, a network runs the export's ONNX Runtime graph where there is one (`<name>.ort.onnx`:
-attention fused into MultiHeadAttention, whose CPU kernel is a flash attention): the full-size UNet step needs
-~2.5 GB less memory and is faster (benchmarks/results/unet_step_cpu). `fused_attention=False` runs the plain
+attention fused into MultiHeadAttention, whose CPU kernel is a flash attention): the full-size pipeline's peak
+RSS is 5.3 GiB instead of 7.6 GiB (benchmarks/results/cpu-full vs ort-plain-graph) and its UNet step ~10% faster
+(benchmarks/results/unet_step_cpu). `fused_attention=False` runs the plain
 graph; GPU providers run the plain graph unless asked (the fused one is not tested on GPUs).
 """
 
@@ -72,11 +73,12 @@ def make_session_options(threads: int | None = None, optimization: str = "all", 
     with one arena per session (`"session"`, ONNX Runtime's default) a pipeline of four networks holds the sum of
     their peaks. `"shared"` (the default) registers one CPU arena for the whole process and lets every session use
     it, so the pipeline holds the largest network's peak once: measured on the full-size pipeline (fused attention),
-    peak RSS 5.5 GB instead of 6.3 GB at the same step time (benchmarks/results/cpu-full). `"off"` allocates
-    per call instead (True / False mean "shared" / "off")."""
+    peak RSS 5.3 GiB instead of 6.0 GiB at the same step time (benchmarks/results/cpu-full vs ort-arena-session).
+    `"off"` allocates per call instead (True / False mean "shared" / "off")."""
     if optimization not in OPTIMIZATION_LEVELS:
         raise BackendError(f"graph optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}")
-    arena = {True: "shared", False: "off"}.get(arena, arena) if isinstance(arena, bool) else arena
+    if isinstance(arena, bool):
+        arena = "shared" if arena else "off"
     if arena not in ARENAS:
         raise BackendError(f"onnxruntime arena must be one of {ARENAS} (or True / False), got {arena!r}")
     options = ort.SessionOptions()
