@@ -29,13 +29,16 @@ def free_port() -> int:
 
 class ServerProcess:
     """`tango-rt serve --model MODEL --backend BACKEND --device cpu *args`. With `capture=True` its output is kept
-    for `output()` (tests); else it goes to this process's terminal (benchmarks)."""
+    for `output()` (tests); else it goes to this process's terminal (benchmarks). `prelude`: Python run in the
+    server process before the command line (tests inject faults with it)."""
 
     def __init__(self, *args: str, model: str, backend: str = "torch", capture: bool = True,
-                 env: dict[str, str] | None = None, sample_memory: bool = False):
+                 env: dict[str, str] | None = None, sample_memory: bool = False, prelude: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "tango_rt.cli", "serve", "--model", model, "--backend", backend,
+        start = ["-m", "tango_rt.cli"] if prelude is None else [
+            "-c", f"{prelude}\nimport sys\nfrom tango_rt.cli import main\nsys.exit(main(sys.argv[1:]))"]
+        command = [sys.executable, *start, "serve", "--model", model, "--backend", backend,
                    "--device", "cpu", "--port", str(self.port), "--log-level", "warning", *args]
         pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT} if capture else {}
         self.process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, text=True,

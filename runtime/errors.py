@@ -31,6 +31,10 @@ class NumericsError(TangoError):
     """A component produced NaN or Inf: the output would be silent garbage, so we stop instead."""
 
 
+class Interrupted(TangoError):
+    """Every row of a call was withdrawn between two UNet steps (its clients went away, its deadlines passed)."""
+
+
 class TangoWarning(UserWarning):
     """Something tango-rt did on the user's behalf that they would want to hear about (a fallback, a default)."""
 

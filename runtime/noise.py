@@ -72,6 +72,12 @@ class NoiseSource:
         noise = None if self.noise is None else [n[start:stop] for n in self.noise]
         return NoiseSource(self.generators[start:stop], latents, noise)
 
+    def select(self, keep: np.ndarray) -> NoiseSource:
+        """The same source restricted to the rows `keep` (indices): the loop dropping withdrawn rows."""
+        latents = None if self.latents is None else self.latents[keep]
+        noise = None if self.noise is None else [n[keep] for n in self.noise]
+        return NoiseSource([self.generators[i] for i in keep], latents, noise)
+
     def _draw(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.stack([rng.standard_normal(shape[1:], dtype=np.float32) for rng in self.generators])
 

@@ -8,7 +8,7 @@ noise = uncond + g * (cond - uncond) with the UNet run once on the doubled batch
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .backends.base import Component
 from .checks import assert_finite
 from .config import PipelineConfig
-from .errors import InputError
+from .errors import InputError, Interrupted
 from .noise import NoiseSource
 from .schedulers import Scheduler
 from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER, DimRange
@@ -31,6 +31,34 @@ class TextConditioning:
     embeddings: np.ndarray  # (rows, text_len, hidden) float32
     mask: np.ndarray  # (rows, text_len) bool
     guided: bool
+
+    def select(self, keep: np.ndarray) -> TextConditioning:
+        """The conditioning of the clips `keep` (indices), both CFG halves."""
+        rows = np.concatenate([keep, len(self.embeddings) // 2 + keep]) if self.guided else keep
+        return TextConditioning(self.embeddings[rows], self.mask[rows], self.guided)
+
+
+class LiveRows:
+    """Which rows of a call are still wanted, asked at every step boundary of the loop.
+
+    `wanted()` gives one bool per row of the call, in its row order (the server: False once a request's client
+    has gone or its deadline has passed). A row that turns False is dropped from the batch before the next UNet
+    call, so a withdrawn request stops costing UNet time while its batch mates go on; when no row is left the
+    call raises Interrupted. `kept` holds the call's indices of the rows still running."""
+
+    def __init__(self, wanted: Callable[[], Sequence[bool]], rows: int):
+        self.wanted = wanted
+        self.kept = np.arange(rows)
+
+    def drop(self) -> np.ndarray | None:
+        """Positions in the current batch to keep, or None when every running row is still wanted."""
+        alive = np.asarray(self.wanted(), dtype=bool)[self.kept]
+        if alive.all():
+            return None
+        if not alive.any():
+            raise Interrupted(f"all {len(self.kept)} remaining rows were withdrawn")
+        self.kept = self.kept[alive]
+        return np.flatnonzero(alive)
 
 
 class TangoPipeline:
@@ -82,8 +110,10 @@ class TangoPipeline:
         noise: NoiseSource,
         progress: bool = False,
         latent_frames: int | None = None,
+        live: LiveRows | None = None,
     ) -> np.ndarray:
-        """Run the guided sampling loop and return the final latents (N, C, frames, bins)."""
+        """Run the guided sampling loop and return the final latents (N, C, frames, bins); with `live`, only of
+        the rows still wanted (`live.kept`)."""
         rows = len(text.embeddings) // (2 if text.guided else 1)
         shape = self.config.latent_shape(rows, latent_frames)
         scheduler.set_timesteps(steps)
@@ -91,6 +121,10 @@ class TangoPipeline:
         latents = noise.initial(shape) * np.float32(scheduler.init_noise_sigma)
         unet, scale, drawn = self.components[UNET], np.float32(guidance), 0
         for index, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc="denoising", leave=False)):
+            if live is not None and (keep := live.drop()) is not None:
+                latents, text, noise = latents[keep], text.select(keep), noise.select(keep)
+                scheduler.select_rows(keep)
+                shape = (len(keep), *shape[1:])
             model_input = scheduler.scale_model_input(latents, index)
             model_input = np.concatenate([model_input, model_input]) if text.guided else model_input
             timestep = np.full(len(model_input), t, dtype=np.float32)
@@ -124,8 +158,10 @@ class TangoPipeline:
         noise: NoiseSource,
         progress: bool = False,
         latent_frames: int | None = None,
+        live: LiveRows | None = None,
     ) -> np.ndarray:
-        """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ..."""
+        """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ...; with `live`,
+        of the rows in `live.kept` only."""
         text = self.encode_text(prompts, samples, guided=guidance > 1.0)
-        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames)
+        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames, live)
         return self.decode(latents)

@@ -13,7 +13,7 @@ int16 range before conversion (the original wraps around at full scale). Extras 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from typing import Any
 
@@ -25,7 +25,7 @@ from .checkpoint import DEFAULT_MODEL
 from .errors import InputError
 from .loader import load_pipeline
 from .noise import NoiseSource, row_generators
-from .pipeline import TangoPipeline
+from .pipeline import LiveRows, TangoPipeline
 from .schedulers import DEFAULT_SCHEDULER, Scheduler, make_scheduler
 
 
@@ -179,15 +179,23 @@ class Tango:
         scheduler: str = DEFAULT_SCHEDULER,
         scheduler_options: Mapping[str, Any] | None = None,
         duration: float | None = None,
-    ) -> np.ndarray:
-        """int16 clips (rows, samples), one per (prompt, stream) row, in one denoising call: the serving path.
+        wanted: Callable[[], Sequence[bool]] | None = None,
+    ) -> list[np.ndarray | None]:
+        """int16 clips, one per (prompt, stream) row, in one denoising call: the serving path.
 
         Row i draws only from streams[i], so a clip is the same whatever it is batched with (to kernel rounding:
         the batch changes summation order, and padded prompt positions are masked out). A request for n clips
         with seed s passes `row_generators(s, n)`, exactly what generate_for_batch([prompt], samples=n, seed=s)
-        uses."""
-        return self._generate(_check_prompts(prompts), steps, guidance, 1, True, scheduler=scheduler,
-                              scheduler_options=scheduler_options, duration=duration, streams=streams)
+        uses. `wanted()`, asked before every UNet step, gives one bool per row: a row that turns False is dropped
+        from the batch there and comes back as None (all rows withdrawn: Interrupted)."""
+        prompts = _check_prompts(prompts)
+        live = LiveRows(wanted, len(prompts)) if wanted is not None else None
+        audio = self._generate(prompts, steps, guidance, 1, True, scheduler=scheduler,
+                               scheduler_options=scheduler_options, duration=duration, streams=streams, live=live)
+        clips: list[np.ndarray | None] = [None] * len(prompts)
+        for row, clip in zip(live.kept if live else range(len(prompts)), audio, strict=True):
+            clips[row] = clip
+        return clips
 
     def _generate(
         self,
@@ -205,6 +213,7 @@ class Tango:
         noise: Sequence[np.ndarray] | None = None,
         batch_size: int | None = None,
         streams: Sequence[np.random.Generator] | None = None,
+        live: LiveRows | None = None,
     ) -> np.ndarray:
         steps, samples = _check_int(steps, "steps"), _check_int(samples, "samples")
         guidance = _check_guidance(guidance)
@@ -221,6 +230,7 @@ class Tango:
         for start in tqdm(starts, disable=disable_progress or len(starts) == 1, desc="batches"):
             batch = prompts[start : start + batch_size]
             part = source.rows(start * samples, (start + len(batch)) * samples)
-            waves.append(self.pipeline(batch, sampler, steps, guidance, samples, part, not disable_progress, frames))
+            waves.append(self.pipeline(batch, sampler, steps, guidance, samples, part, not disable_progress, frames,
+                                       live))
         audio = to_int16(np.concatenate(waves))
         return audio if duration is None else audio[:, : self.pipeline.config.audio_samples(duration)]

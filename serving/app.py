@@ -1,8 +1,10 @@
 """The HTTP API (FastAPI): POST /v1/audio/generate, health, metrics, models; JSON errors {"error": {code, message}}.
 
-Statuses: 401 without the API key (when one is set), 413 for a prompt past the cap, 422 for bad fields, 429 when
-the queue is full (with Retry-After), 502 when the model produced NaN/Inf for this request, 503 while loading or
-draining, 504 past the request's deadline, 500 only for a bug (its request id is in the log).
+Statuses: 401 without the API key (when one is set; checked before the body is read, serving/guard.py), 413 for a
+body or prompt past its cap, 422 for bad fields or a request past the server's caps, 429 when the queue is full
+(with Retry-After), 499 when the client went away, 502 when the model produced NaN/Inf for this request, 503 while
+loading or draining or once the worker died, 504 past the request's deadline, 500 only for a bug (its request id
+is in the log).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import asyncio
 import base64
 import logging
 import math
-import secrets
 import time
 import uuid
 from typing import Any, Literal
@@ -25,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..runtime.audio import AUDIO_FORMATS, encode
 from ..runtime.errors import InputError, NumericsError, TangoError
 from ..runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
-from .batching import Cancelled, Expired, QueueFull
+from .batching import Cancelled, Expired, QueueFull, WorkerDead
+from .guard import Gate
 from .service import PromptTooLong, Service
 
 log = logging.getLogger("tango_rt.serving")
@@ -78,7 +80,16 @@ async def handle_generate(service: Service, request: Request, body: GenerateRequ
     return response
 
 
+def handle_live(service: Service) -> Response:
+    """Alive unless the worker thread died (a supervisor should restart the process; it also exits by itself)."""
+    if service.worker_failure:
+        return error(503, "worker_dead", f"the worker thread died: {service.worker_failure}")
+    return JSONResponse({"status": "alive"})
+
+
 def handle_ready(service: Service) -> Response:
+    if service.worker_failure:
+        return error(503, "worker_dead", f"the worker thread died: {service.worker_failure}")
     if service.load_error:
         return error(503, "load_failed", service.load_error)
     if service.draining:
@@ -104,14 +115,15 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="tango-rt", version=__version__, description="Text-to-audio with Tango models")
     app.state.service = service
     install_error_handler(app, lambda request: service.metrics)
+    app.add_middleware(Gate, limits=lambda: (service.settings.api_key, service.settings.max_body_bytes))
 
     @app.post("/v1/audio/generate", responses={200: {"content": {m: {} for _, m in AUDIO_FORMATS.values()}}})
     async def generate(request: Request, body: GenerateRequest) -> Response:
         return await handle_generate(service, request, body)
 
     @app.get("/health/live")
-    async def live() -> dict:
-        return {"status": "alive"}
+    async def live() -> Response:
+        return handle_live(service)
 
     @app.get("/health/ready")
     async def ready() -> Response:
@@ -128,14 +140,6 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
-def _authorized(service: Service, request: Request) -> bool:
-    key = service.settings.api_key
-    if not key:
-        return True
-    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-    return secrets.compare_digest(given.encode(), key.encode())
-
-
 def _retry_after(service: Service) -> str:
     """Seconds until the queue has room: its depth in batches times the recent batch time."""
     batches = max(1, service.queue_depth()) / max(1, service.settings.max_batch)
@@ -144,8 +148,8 @@ def _retry_after(service: Service) -> str:
 
 async def _generate(service: Service, request: Request, body: GenerateRequest, request_id: str) -> Response:
     arrived = time.monotonic()
-    if not _authorized(service, request):
-        return error(401, "unauthorized", "missing or wrong API key (X-API-Key or Authorization: Bearer)")
+    if service.worker_failure:
+        return error(503, "worker_dead", f"the worker thread died: {service.worker_failure}")
     if service.draining or not service.ready.is_set():
         service.metrics.rejections.labels("unavailable").inc()
         state = "draining" if service.draining else "loading"
@@ -164,6 +168,8 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
     except QueueFull as exc:
         service.metrics.rejections.labels("queue_full").inc()
         return error(429, "overloaded", str(exc), headers={"Retry-After": _retry_after(service)})
+    except WorkerDead as exc:
+        return error(503, "worker_dead", str(exc))
     service.metrics.queue_depth.set(service.queue_depth())
     while not waiting.done():
         await asyncio.wait({waiting}, timeout=POLL_S)
@@ -177,6 +183,8 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
             job.cancelled.set()
             service.metrics.rejections.labels("deadline").inc()
             return error(504, "deadline_exceeded", f"no result within {service.settings.timeout_s:g} s")
+    if waiting.cancelled():  # the job's future was cancelled under it: nothing will answer
+        return error(503, "cancelled", "the request was cancelled inside the server; retry")
     try:
         clips = waiting.result()
     except Expired:
@@ -184,6 +192,8 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
         return error(504, "deadline_exceeded", f"no result within {service.settings.timeout_s:g} s")
     except Cancelled:
         return Response(status_code=499)
+    except WorkerDead as exc:
+        return error(503, "worker_dead", str(exc))
     except NumericsError as exc:
         return error(502, "invalid_output", f"the model produced an invalid result for this request: {exc}")
     except InputError as exc:

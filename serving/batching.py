@@ -3,28 +3,36 @@
 A job is one request: a prompt, a number of clips and a seed. Jobs share a batch when every parameter of the
 denoising loop is the same (steps, guidance, sampler and its options, duration): their rows are concatenated
 into one call of `Tango.generate_rows`, row i drawing from `row_generators(seed, samples)`, so a request's
-audio is what it would be alone. The queue is bounded; jobs past their deadline or whose client went away are
-dropped before their batch runs.
+audio is what it would be alone. The queue is bounded. A job past its deadline or whose client went away is
+dropped before its batch runs and, once the batch runs, at the next UNet step (its batch mates go on; a batch
+with no job left stops), so the worker is free again within one step.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..runtime.errors import InputError, NumericsError
+from ..runtime.errors import InputError, Interrupted, NumericsError
 from ..runtime.noise import row_generators
+
+log = logging.getLogger("tango_rt.serving")
 
 
 class QueueFull(Exception):
     """The bounded queue has no room: the caller answers 429."""
+
+
+class WorkerDead(Exception):
+    """The worker thread is gone: nothing will run; the server answers 503 and exits for its supervisor."""
 
 
 class Expired(Exception):
@@ -69,45 +77,68 @@ class Job:
     def expired(self) -> bool:
         return time.monotonic() > self.deadline
 
+    def withdrawn(self) -> Exception | None:
+        """Why the job's result is no longer wanted (Cancelled, Expired), or None while it is."""
+        if self.expired():
+            return Expired()
+        return Cancelled() if self.cancelled.is_set() else None
 
-def run_jobs(tango: Any, jobs: Sequence[Job]) -> list[list[np.ndarray]]:
-    """One denoising call for jobs with the same key: each job's clips, in order. A NaN in the batch is retried
-    job by job, so only the request whose clip is bad fails."""
+
+JobResult = list[np.ndarray] | BaseException  # a job's clips, or why it has none
+
+
+def run_jobs(tango: Any, jobs: Sequence[Job]) -> list[JobResult]:
+    """One denoising call for jobs with the same key: each job's clips or exception, in order. Withdrawn jobs
+    are left out before the call and dropped between its UNet steps. A NaN in the batch is retried job by job,
+    so only the request whose clip is bad fails."""
+    results: list[JobResult | None] = [job.withdrawn() for job in jobs]
+    live = [job for job, result in zip(jobs, results, strict=True) if result is None]
+    if live:
+        outcome = iter(_run_live(tango, live))
+        results = [next(outcome) if result is None else result for result in results]
+    return results  # type: ignore[return-value]
+
+
+def _run_live(tango: Any, jobs: list[Job]) -> list[JobResult]:
     key = jobs[0].key
     prompts = [job.prompt for job in jobs for _ in range(job.samples)]
     streams = [g for job in jobs for g in row_generators(job.seed, job.samples)]
+    owners = [job for job in jobs for _ in range(job.samples)]
     options = dict(scheduler=key.scheduler, scheduler_options=dict(key.scheduler_options), duration=key.duration)
     try:
-        audio = tango.generate_rows(prompts, streams, key.steps, key.guidance, **options)
-    except NumericsError:
-        if len(jobs) == 1:
-            raise
-        return [clip for job in jobs for clip in _run_one(tango, job)]
-    clips, start = [], 0
-    for job in jobs:
-        clips.append(list(audio[start : start + job.samples]))
-        start += job.samples
-    return clips
-
-
-def _run_one(tango: Any, job: Job) -> list[list[np.ndarray]]:
-    try:
-        return run_jobs(tango, [job])
+        rows = tango.generate_rows(prompts, streams, key.steps, key.guidance, **options,
+                                   wanted=lambda: [job.withdrawn() is None for job in owners])
+    except Interrupted:
+        return [job.withdrawn() or Cancelled() for job in jobs]
     except NumericsError as exc:
-        return [exc]  # type: ignore[list-item]
+        if len(jobs) == 1:
+            return [exc]
+        return [result for job in jobs for result in run_jobs(tango, [job])]
+    results: list[JobResult] = []
+    start = 0
+    for job in jobs:
+        clips = rows[start : start + job.samples]
+        start += job.samples
+        results.append(clips if all(c is not None for c in clips) else job.withdrawn() or Cancelled())
+    return results
 
 
 class Batcher:
     """The bounded queue and the one worker thread that owns the model.
 
-    runner(jobs) -> one result per job: a list of clips, or an exception for that job alone."""
+    runner(jobs) -> one result per job: a list of clips, or an exception for that job alone. on_batch(jobs, results,
+    seconds) observes each batch. The worker survives any failure of a batch, of the runner's result or of the
+    observer; should the loop itself still die, `failure` says why, every waiting job gets the error, and
+    on_death(exc) is called (the server reports it on its health endpoints and exits non-zero)."""
 
     def __init__(self, runner: Callable[[list[Job]], list], max_batch: int, max_wait_s: float, max_queue: int,
-                 on_batch: Callable[[list[Job], float], None] | None = None):
+                 on_batch: Callable[[list[Job], list, float], None] | None = None,
+                 on_death: Callable[[BaseException], None] | None = None):
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
             raise InputError("max_batch and max_queue must be >= 1, max_wait >= 0")
         self.runner, self.max_batch, self.max_wait_s, self.max_queue = runner, max_batch, max_wait_s, max_queue
-        self.on_batch = on_batch
+        self.on_batch, self.on_death = on_batch, on_death
+        self.failure: BaseException | None = None
         self._queue: deque[Job] = deque()
         self._lock = threading.Condition()
         self._busy = False
@@ -125,6 +156,8 @@ class Batcher:
             return not self._queue and not self._busy
 
     def submit(self, job: Job) -> Future:
+        if self.failure is not None:
+            raise WorkerDead(f"the worker thread has died: {self.failure!r}")
         if job.samples > self.max_batch:
             raise InputError(f"samples={job.samples} is more than this server runs per batch ({self.max_batch})")
         with self._lock:
@@ -165,36 +198,65 @@ class Batcher:
             return batch
 
     def _loop(self) -> None:
-        while (batch := self._take()) is not None:
-            try:
-                self._run(batch)
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self._lock.notify_all()
+        batch: list[Job] = []
+        try:
+            while (batch := self._take()) is not None:
+                try:
+                    self._run(batch)
+                finally:
+                    with self._lock:
+                        self._busy = False
+                        self._lock.notify_all()
+        except BaseException as exc:
+            self._die(exc, batch or [])
+
+    def _die(self, exc: BaseException, running: list[Job]) -> None:
+        log.critical("the worker thread died: %r", exc, exc_info=exc)
+        with self._lock:
+            self.failure = exc
+            waiting, self._queue = [*running, *self._queue], deque()
+            self._busy = False
+        for job in waiting:
+            resolve(job.future, WorkerDead(f"the worker thread died: {exc!r}"))
+        if self.on_death:
+            self.on_death(exc)
 
     def _run(self, batch: list[Job]) -> None:
-        live = []
-        for job in batch:
-            if job.cancelled.is_set():
-                job.future.set_exception(Cancelled())
-            elif job.expired():
-                job.future.set_exception(Expired())
-            else:
-                live.append(job)
-        if not live:
-            return
         started = time.monotonic()
-        for job in live:
+        for job in batch:
             job.started = started
-        try:
-            results = self.runner(live)
-        except Exception as exc:  # one failure answers every job of the batch; the worker goes on
-            results = [exc] * len(live)
+        results = run_guarded(self.runner, batch)
         if self.on_batch:
-            self.on_batch(live, time.monotonic() - started)
-        for job, result in zip(live, results, strict=True):
-            if isinstance(result, BaseException):
-                job.future.set_exception(result)
-            else:
-                job.future.set_result(result)
+            try:
+                self.on_batch(batch, results, time.monotonic() - started)
+            except Exception:  # metrics must not take the worker down
+                log.exception("observing a batch failed")
+        for job, result in zip(batch, results, strict=True):
+            resolve(job.future, result)
+
+
+def run_guarded(runner: Callable[[list[Job]], list], jobs: list[Job]) -> list[JobResult]:
+    """runner(jobs) with one result per job whatever happens: an exception answers every job of the batch, and a
+    runner that returns the wrong number of results is a bug reported to each job, not a dead worker."""
+    try:
+        results = list(runner(jobs))
+    except Exception as exc:
+        log.exception("a batch of %d jobs failed", len(jobs))
+        return [exc] * len(jobs)
+    if len(results) != len(jobs):
+        log.error("the batch runner returned %d results for %d jobs", len(results), len(jobs))
+        return [RuntimeError(f"internal error: {len(results)} results for {len(jobs)} jobs")] * len(jobs)
+    return results
+
+
+def resolve(future: Future, result: JobResult) -> None:
+    """Answer a job's future once; a future already done or cancelled (its waiter gave up) is left alone."""
+    if future.done():
+        return
+    try:
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+    except InvalidStateError:  # cancelled between the check and the call
+        pass

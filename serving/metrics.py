@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
 
 
 class Metrics:
     def __init__(self) -> None:
+        from tango_rt import __version__
+
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds, ...
+        PlatformCollector(registry=r)  # python_info
+        Info("tango_build", "tango-rt build", registry=r).info(
+            {"version": __version__, "python": platform.python_version(), "numpy": _version("numpy")})
+        self.withdrawn = Counter("tango_jobs_withdrawn", "Jobs stopped inside a batch (between UNet steps or before "
+                                 "their batch ran) because the client went away or the deadline passed", ["reason"],
+                                 registry=r)
         self.requests = Counter("tango_requests", "Generation requests by HTTP status", ["status"], registry=r)
         self.rejections = Counter("tango_rejections", "Requests refused or dropped, by reason", ["reason"],
                                   registry=r)
@@ -25,3 +36,12 @@ class Metrics:
                                buckets=LATENCY_BUCKETS, registry=r)
         self.latency = Histogram("tango_request_seconds", "End-to-end latency of successful requests",
                                  buckets=LATENCY_BUCKETS, registry=r)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"

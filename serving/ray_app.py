@@ -17,7 +17,7 @@ place of a fixed replica count.
 import asyncio
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,12 +25,27 @@ from fastapi.responses import Response
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from .app import GenerateRequest, handle_generate, handle_metrics, handle_models, handle_ready, install_error_handler
+from .app import (
+    GenerateRequest,
+    handle_generate,
+    handle_live,
+    handle_metrics,
+    handle_models,
+    handle_ready,
+    install_error_handler,
+)
 from .batching import Job, run_jobs
+from .guard import Gate
 from .service import Service, Settings
 
+REPLICA: dict[str, Settings] = {}  # this replica's settings (one deployment replica per Ray worker process)
 api = FastAPI(title="tango-rt (Ray Serve)", description="Text-to-audio with Tango models")
 install_error_handler(api, lambda request: None)
+api.add_middleware(Gate, limits=lambda: _gate_limits(REPLICA.get("settings")))
+
+
+def _gate_limits(settings: Settings | None) -> tuple[str | None, int]:
+    return (settings.api_key, settings.max_body_bytes) if settings else (None, Settings("").max_body_bytes)
 
 
 class RayService(Service):
@@ -60,6 +75,7 @@ class TangoDeployment:
 
     def __init__(self, settings: dict[str, Any]):
         self.service = RayService(Settings(**settings), self.generate_batch)
+        REPLICA["settings"] = self.service.settings
         self.service.load()
         if self.service.load_error:
             raise RuntimeError(self.service.load_error)  # Ray retries the replica and reports it unhealthy
@@ -93,8 +109,8 @@ class TangoDeployment:
         return response
 
     @api.get("/health/live")
-    async def live(self) -> dict:
-        return {"status": "alive"}
+    async def live(self) -> Response:
+        return handle_live(self.service)
 
     @api.get("/health/ready")
     async def ready(self) -> Response:
@@ -139,15 +155,14 @@ def deployment(settings: Settings, replicas: int = 1, num_gpus: float = 0, autos
 
 def build_app(args: dict):
     """`serve run tango_rt.serving.ray_app:build_app model=... backend=... replicas=2 num_gpus=1 max_batch=4`."""
-    known = {"model", "backend", "device", "replicas", "num_gpus", "max_batch", "max_queue", "max_wait_ms",
-             "timeout_s", "api_key"}
+    numbers = {f.name: type(f.default) for f in fields(Settings) if type(f.default) in (int, float)}
+    known = {"model", "backend", "device", "api_key", "replicas", "num_gpus", *numbers}
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown argument(s) {unknown}; known: {sorted(known)}")
+    given = {name: cast(args[name]) for name, cast in numbers.items() if name in args}
     settings = Settings(model=args.get("model", "declare-lab/tango2"), backend=args.get("backend", "torch"),
-                        device=args.get("device"), max_batch=int(args.get("max_batch", 4)),
-                        max_queue=int(args.get("max_queue", 32)), max_wait_ms=float(args.get("max_wait_ms", 20)),
-                        timeout_s=float(args.get("timeout_s", 600)), api_key=args.get("api_key"), warmup=True)
+                        device=args.get("device"), api_key=args.get("api_key"), warmup=True, **given)
     return deployment(settings, int(args.get("replicas", 1)), float(args.get("num_gpus", 0)))
 
 

@@ -7,31 +7,17 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from ..runtime.errors import InputError
 from ..runtime.instrument import Recorder, instrument
 from ..runtime.schedulers import DEFAULT_SCHEDULER
-from .batching import Batcher, BatchKey, Job, run_jobs
+from .batching import Batcher, BatchKey, Cancelled, Expired, Job, run_jobs
 from .metrics import Metrics
+from .settings import Settings
 
 log = logging.getLogger("tango_rt.serving")
-
-
-@dataclass
-class Settings:
-    model: str
-    backend: str = "torch"
-    device: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    max_batch: int = 4
-    max_wait_ms: float = 20.0
-    max_queue: int = 32
-    timeout_s: float = 600.0
-    max_prompt_chars: int = 1000
-    api_key: str | None = None
-    warmup: bool = True
 
 
 class MetricsRecorder(Recorder):
@@ -58,6 +44,8 @@ class Service:
         self.load_error: str | None = None
         self.mean_batch_s = 1.0  # moving average of batch wall time, for Retry-After
         self.in_flight = 0  # requests accepted and not yet answered (the drain waits for 0)
+        self.worker_failure: str | None = None  # set when the worker thread died: health answers 503
+        self.on_fatal: Callable[[], None] | None = None  # how the process leaves then (the server sets it)
 
     def start(self) -> None:
         threading.Thread(target=self.load, name="tango-load", daemon=True).start()
@@ -76,7 +64,12 @@ class Service:
         """The bounded queue and worker thread (the Ray front door batches with @serve.batch instead)."""
         s = self.settings
         return Batcher(lambda jobs: run_jobs(self.tango, jobs), max_rows, s.max_wait_ms / 1000, s.max_queue,
-                       on_batch=self.observe_batch)
+                       on_batch=self.observe_batch, on_death=self.worker_died)
+
+    def worker_died(self, exc: BaseException) -> None:
+        self.worker_failure = f"{type(exc).__name__}: {exc}"
+        if self.on_fatal:
+            self.on_fatal()
 
     def load(self) -> None:
         from ..runtime.tango import Tango
@@ -99,12 +92,14 @@ class Service:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("loading %s failed", s.model)
 
-    def observe_batch(self, jobs: list[Job], seconds: float) -> None:
+    def observe_batch(self, jobs: list[Job], results: list, seconds: float) -> None:
         self.metrics.batch_size.observe(sum(j.samples for j in jobs))
         self.metrics.batch_seconds.observe(seconds)
         self.mean_batch_s = 0.8 * self.mean_batch_s + 0.2 * seconds
-        for job in jobs:
+        for job, result in zip(jobs, results, strict=True):
             self.metrics.queue_wait.observe((job.started or job.enqueued) - job.enqueued)
+            if isinstance(result, Cancelled | Expired):
+                self.metrics.withdrawn.labels("disconnected" if isinstance(result, Cancelled) else "deadline").inc()
 
     def job(self, prompt: str, steps: int, guidance: float, scheduler: str | None, samples: int, seed: int | None,
             duration: float | None, scheduler_options: dict | None, request_id: str) -> Job:
@@ -114,6 +109,7 @@ class Service:
                                 f"{self.settings.max_prompt_chars}")
         if not prompt.strip():
             raise InputError("prompt is empty")
+        self.check_limits(steps, samples, duration)
         scheduler = scheduler or DEFAULT_SCHEDULER
         options = dict(scheduler_options or {})
         self.tango.scheduler(scheduler, **options).set_timesteps(steps)  # bad sampler / steps / options: 422 now
@@ -122,11 +118,24 @@ class Service:
         seed = secrets.randbits(63) if seed is None else seed
         return Job(prompt, samples, seed, key, time.monotonic() + self.settings.timeout_s, request_id)
 
+    def check_limits(self, steps: int, samples: int, duration: float | None) -> None:
+        """This server's caps (Settings), each an InputError (422) naming the field and the cap."""
+        s = self.settings
+        if steps > s.max_steps:
+            raise InputError(f"steps={steps} is more than this server runs per request (max_steps {s.max_steps})")
+        if samples > s.max_samples:
+            raise InputError(f"samples={samples} is more than this server makes per request "
+                             f"(max_samples {s.max_samples})")
+        seconds = self.tango.pipeline.config.duration() if duration is None else duration
+        if seconds > s.max_duration_s:
+            raise InputError(f"duration {seconds:.2f} s is longer than this server makes per request "
+                             f"(max_duration_s {s.max_duration_s:g})")
+
     def describe(self) -> dict:
         """What is loaded: for GET /v1/models."""
         s = self.settings
         info = {"id": s.model, "backend": s.backend, "device": s.device, "ready": self.ready.is_set(),
-                "max_batch": getattr(self, "max_rows", s.max_batch)}
+                "max_batch": getattr(self, "max_rows", s.max_batch), "limits": s.limits()}
         if self.tango is not None:
             pipeline = self.tango.pipeline
             info["sample_rate"] = pipeline.config.sample_rate

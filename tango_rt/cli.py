@@ -17,6 +17,7 @@ from .runtime.checkpoint import DEFAULT_MODEL
 from .runtime.config import DEFAULT_MAX_BATCH
 from .runtime.errors import InputError, TangoError, TangoWarning
 from .runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+from .serving.settings import Settings
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -140,7 +141,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 @command
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .serving.service import Settings
+        import fastapi  # noqa: F401
     except ImportError as exc:
         raise InputError(f"serving needs its extra ({exc}): pip install 'tango-rt[serve]'") from None
     api_key = None
@@ -153,7 +154,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise InputError(f"--api-key-file {args.api_key_file} is empty")
     settings = Settings(model=args.model, backend=args.backend, device=args.device, options=_backend_options(args),
                         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                        timeout_s=args.timeout, max_prompt_chars=args.max_prompt_chars, api_key=api_key)
+                        timeout_s=args.timeout, max_prompt_chars=args.max_prompt_chars, max_steps=args.max_steps,
+                        max_duration_s=args.max_duration, max_samples=args.max_samples,
+                        max_body_bytes=args.max_body_bytes, api_key=api_key)
     if args.ray:
         from .serving.ray_app import run as run_ray
 
@@ -161,8 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     from .serving.server import serve
 
-    serve(settings, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    return serve(settings, host=args.host, port=args.port, log_level=args.log_level)
 
 
 @command
@@ -288,13 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("serve", help="HTTP API with micro-batching, a bounded queue and metrics")
     _add_runtime_args(srv)
+    served = Settings("")  # the defaults live there
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--max-batch", type=int, default=4, help="clips per denoising call (capped by the export)")
-    srv.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a batch waits to fill up")
-    srv.add_argument("--max-queue", type=int, default=32, help="requests waiting; beyond it: 429")
-    srv.add_argument("--timeout", type=float, default=600.0, help="seconds a request may take; beyond it: 504")
-    srv.add_argument("--max-prompt-chars", type=int, default=1000, help="longer prompts: 413")
+    srv.add_argument("--max-batch", type=int, default=served.max_batch,
+                     help="clips per denoising call (capped by the export)")
+    srv.add_argument("--max-wait-ms", type=float, default=served.max_wait_ms, help="how long a batch waits to fill up")
+    srv.add_argument("--max-queue", type=int, default=served.max_queue, help="requests waiting; beyond it: 429")
+    srv.add_argument("--timeout", type=float, default=served.timeout_s,
+                     help="seconds a request may take; beyond it: 504, and its rows stop at the next UNet step")
+    srv.add_argument("--max-prompt-chars", type=int, default=served.max_prompt_chars, help="longer prompts: 413")
+    srv.add_argument("--max-steps", type=int, default=served.max_steps, help="more steps per request: 422")
+    srv.add_argument("--max-duration", type=float, default=served.max_duration_s,
+                     help="longer clips (seconds): 422")
+    srv.add_argument("--max-samples", type=int, default=served.max_samples, help="more clips per request: 422")
+    srv.add_argument("--max-body-bytes", type=int, default=served.max_body_bytes,
+                     help="larger request bodies: 413 (before they are parsed)")
     srv.add_argument("--api-key-file", default=None, help="file holding the key clients must send")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--ray", action="store_true", help="run on Ray Serve (pip install 'tango-rt[ray]')")

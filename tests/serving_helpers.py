@@ -11,5 +11,5 @@ FAST = {"steps": 2, "duration": 1.0, "scheduler": "ddim"}  # a ~0.1 s request on
 
 
 class ServerProcess(_ServerProcess):
-    def __init__(self, *args: str, model: str = str(FIXTURE), backend: str = "torch"):
-        super().__init__(*args, model=model, backend=backend, env={"TANGO_RT_DEBUG": "1"})
+    def __init__(self, *args: str, model: str = str(FIXTURE), backend: str = "torch", prelude: str | None = None):
+        super().__init__(*args, model=model, backend=backend, env={"TANGO_RT_DEBUG": "1"}, prelude=prelude)

@@ -137,3 +137,36 @@ def test_bad_input_is_a_clear_error_and_the_model_stays_usable(tiny_tango, kwarg
 def test_generate_rejects_a_non_string_prompt(tiny_tango):
     with pytest.raises(InputError, match="prompt must be a string"):
         tiny_tango.generate(["a list"])
+
+
+@pytest.mark.parametrize("scheduler", ["unipc", "dpm++", "ddpm"])
+def test_rows_withdrawn_mid_loop_leave_their_batch_mates_unchanged(tiny_tango, scheduler):
+    """generate_rows(wanted=...) drops a row between UNet steps: its slot comes back None, and the other rows
+    (multistep history and random streams included) are what they are in a run without the dropped row."""
+    from tango_rt.runtime.noise import row_generators
+
+    prompts, seeds = ["a bell", "rain", "a dog"], [1, 2, 3]
+    asked = []
+
+    def wanted():
+        asked.append(1)
+        return [True, len(asked) < 3, True]  # row 1 leaves before the third step
+
+    options = dict(scheduler=scheduler, duration=1.0)
+    streams = [row_generators(s, 1)[0] for s in seeds]
+    clips = tiny_tango.generate_rows(prompts, streams, 4, 3.0, **options, wanted=wanted)
+    assert clips[1] is None and len(asked) == 4
+    kept = tiny_tango.generate_rows([prompts[0], prompts[2]], [row_generators(s, 1)[0] for s in (1, 3)], 4, 3.0,
+                                    **options)
+    for got, expected in zip([clips[0], clips[2]], kept, strict=True):
+        assert np.abs(got.astype(np.int32) - expected).max() <= INT16_LSB
+
+
+def test_all_rows_withdrawn_interrupts_the_call(tiny_tango):
+    from tango_rt.runtime.errors import Interrupted
+    from tango_rt.runtime.noise import row_generators
+
+    with pytest.raises(Interrupted, match="withdrawn"):
+        tiny_tango.generate_rows(["a"], row_generators(0, 1), 3, 3.0, scheduler="ddim", duration=1.0,
+                                 wanted=lambda: [False])
+    assert tiny_tango.generate("still usable", steps=1, duration=1.0, seed=0).shape == (16000,)

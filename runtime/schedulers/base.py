@@ -29,13 +29,14 @@ class Scheduler:
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}  # where this sampler's diffusers class has other defaults
     forced: ClassVar[dict[str, Any]] = {}  # what the sampler's name fixes (dpm++sde: the SDE algorithm)
+    row_state: ClassVar[tuple[str, ...]] = ()  # per-run attributes that hold one entry per batch row
 
     def __init__(self, config: SchedulerConfig | dict[str, Any] | None = None, **options: Any):
         if config is None:
             config = default_scheduler_config()
         if isinstance(config, SchedulerConfig):
             config = {k: v for k, v in vars(config).items() if v is not None}
-        self.config = SchedulerConfig.from_dict(config, self.defaults, {**options, **self.forced})
+        self.config = SchedulerConfig.from_dict(config, self.defaults, options, self.forced)
         self.validate()
         self.alphas_cumprod = alphas_cumprod(self.config)
         self.timesteps = np.zeros(0, dtype=np.int64)
@@ -58,6 +59,16 @@ class Scheduler:
 
     def reset(self) -> None:
         """Clear per-run state (multistep history)."""
+
+    def select_rows(self, keep: np.ndarray) -> None:
+        """Keep only the batch rows `keep` (indices) of the per-run state: the loop drops withdrawn rows
+        between steps, and a multistep sampler's history must drop them with the latents."""
+        for name in self.row_state:
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray):
+                setattr(self, name, value[keep])
+            elif isinstance(value, list):
+                setattr(self, name, [entry[keep] for entry in value])
 
     def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
         """What the UNet sees at step `index` (sigma-based samplers divide by sqrt(sigma^2 + 1))."""

@@ -19,6 +19,71 @@ from ..errors import InputError
 
 F32 = np.float32
 SPACINGS = ("leading", "trailing", "linspace")
+MAX_SIGMA = 1e4  # far above Tango's largest training sigma (~14.6); bounds a user's sigma_min / sigma_max
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("must be true or false")
+    return value
+
+
+def _choice(*allowed: Any):
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or value not in allowed:
+            raise TypeError(f"must be one of {list(allowed)}")
+        return value
+    return check
+
+
+def _sigma(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SIGMA:
+        raise TypeError(f"must be a number in (0, {MAX_SIGMA:g}]")
+    return float(value)
+
+
+def _step_indices(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > 1000 or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1000 for i in value):
+        raise TypeError("must be a list of at most 1000 step indices in [0, 1000)")
+    return tuple(value)
+
+
+# The per-call options a user may pass (API scheduler_options, CLI --scheduler-option, the server's field), each
+# with its type check. Everything else in SchedulerConfig describes how the model was trained (betas, prediction
+# type, train timesteps) and comes from the checkpoint only: changing it per call silently changes the noise
+# schedule, and num_train_timesteps sizes arrays.
+USER_OPTIONS: dict[str, Any] = {
+    "use_karras_sigmas": _bool,
+    "final_sigmas_type": _choice("zero", "sigma_min"),
+    "timestep_spacing": _choice(*SPACINGS),
+    "solver_order": _choice(1, 2),
+    "solver_type": _choice("midpoint", "heun", "bh1", "bh2"),
+    "lower_order_final": _bool,
+    "euler_at_final": _bool,
+    "disable_corrector": _step_indices,
+    "sigma_min": _sigma,
+    "sigma_max": _sigma,
+}
+
+
+def check_user_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The user's sampler options, allow-listed and type-checked; an InputError names the key and the rule."""
+    if not isinstance(options, dict):
+        raise InputError(f"scheduler options must be a mapping of option names to values, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(USER_OPTIONS), key=str)
+    if unknown:
+        raise InputError(f"unknown scheduler option(s) {unknown}; per-call options are: {sorted(USER_OPTIONS)}")
+    checked = {}
+    for key, value in options.items():
+        try:
+            checked[key] = USER_OPTIONS[key](value)
+        except TypeError as exc:
+            raise InputError(f"scheduler option {key}: {exc} (got {value!r})") from None
+    if checked.get("sigma_min", 0) >= checked.get("sigma_max", math.inf):
+        raise InputError(f"scheduler options: sigma_min ({checked['sigma_min']:g}) must be below sigma_max "
+                         f"({checked['sigma_max']:g})")
+    return checked
 
 
 @dataclass(frozen=True)
@@ -55,16 +120,13 @@ class SchedulerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], defaults: dict[str, Any] | None = None,
-                  options: dict[str, Any] | None = None) -> SchedulerConfig:
+                  options: dict[str, Any] | None = None, forced: dict[str, Any] | None = None) -> SchedulerConfig:
         """Dataclass defaults, then `defaults` (the sampler class's), then the known keys of `data` (a checkpoint's
-        config: unknown keys are ignored, as diffusers' from_config does), then `options` (the user's: unknown
-        keys are an error)."""
+        config: unknown keys are ignored, as diffusers' from_config does), then `options` (the user's: only
+        USER_OPTIONS, type-checked), then `forced` (what the sampler's name fixes)."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options or {}) - known)
-        if unknown:
-            raise InputError(f"unknown scheduler option(s) {unknown}; known: {sorted(known)}")
         values = {**(defaults or {}), **{k: v for k, v in data.items() if k in known and v is not None},
-                  **(options or {})}
+                  **check_user_options(options or {}), **(forced or {})}
         for key in ("trained_betas", "disable_corrector"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])

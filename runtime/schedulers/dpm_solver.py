@@ -60,6 +60,7 @@ class DPMSolverMultistepScheduler(MultistepSigmas):
     use_karras_sigmas, final_sigmas_type, lower_order_final, euler_at_final."""
 
     name = "dpm++"
+    row_state: ClassVar[tuple[str, ...]] = ("history",)
 
     def validate(self) -> None:
         super().validate()

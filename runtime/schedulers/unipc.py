@@ -20,6 +20,7 @@ class UniPCMultistepScheduler(MultistepSigmas):
     use_karras_sigmas, final_sigmas_type, lower_order_final, disable_corrector."""
 
     name = "unipc"
+    row_state: ClassVar[tuple[str, ...]] = ("history", "last_sample")
     defaults: ClassVar[dict[str, Any]] = {**MultistepSigmas.defaults, "solver_type": "bh2"}
 
     def validate(self) -> None:

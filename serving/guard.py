@@ -1,0 +1,95 @@
+"""The front gate of both front doors: the API key and the body size, checked before any parsing or work.
+
+A pure ASGI middleware, so it runs before FastAPI reads or validates a body: a request without the key gets its
+401 without the server having parsed a byte of JSON, and a body past the cap gets a 413 as soon as its
+Content-Length (or, when chunked, its running length) says so. What needs no key: the health probes (load
+balancers and supervisors send none). Everything else, /metrics, /v1/models (model id, limits) and the OpenAPI
+pages included, needs the key when one is set.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+OPEN_PATHS = frozenset({"/health/live", "/health/ready"})  # reachable without the key
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+def key_matches(headers: dict[str, str], key: str) -> bool:
+    """X-API-Key: <key>, or Authorization: Bearer <key> (the scheme is required), compared in constant time."""
+    given = headers.get("x-api-key")
+    if given is None:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        given = token if scheme.lower() == "bearer" else ""
+    return secrets.compare_digest(given.encode(), key.encode())
+
+
+async def _refuse(send: Send, status: int, code: str, message: str, extra: list | None = None) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Gate:
+    """ASGI middleware: `limits()` gives (api_key or None, max body bytes) for the current service."""
+
+    def __init__(self, app: Callable, limits: Callable[[], tuple[str | None, int]]):
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        key, max_body = self.limits()
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        if key and scope["path"] not in OPEN_PATHS and not key_matches(headers, key):
+            return await _refuse(send, 401, "unauthorized", "missing or wrong API key (X-API-Key: KEY or "
+                                 "Authorization: Bearer KEY)", [(b"www-authenticate", b"Bearer")])
+        too_big = f"request body over {max_body} bytes"
+        try:
+            declared = int(headers.get("content-length", "0"))
+        except ValueError:
+            return await _refuse(send, 400, "bad_request", "Content-Length is not a number")
+        if declared > max_body:
+            return await _refuse(send, 413, "body_too_large", too_big)
+        body = await _read_body(receive, max_body)
+        if body is None:
+            return await _refuse(send, 413, "body_too_large", too_big)
+        await self.app(scope, _replay(body, receive), send)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it passes `limit` bytes."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client went away; the app will see it on its own receive
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the buffered body over once, then passes through (disconnect notices)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
