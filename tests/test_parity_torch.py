@@ -13,6 +13,8 @@ from tango_rt.runtime.schedulers import make_scheduler
 pytest.importorskip("torch")
 
 
+pytestmark = pytest.mark.numerics  # also run with lower instruction sets forced (.ci/run)
+
 def _noise(golden, run: str) -> NoiseSource:
     steps = golden["ddpm_step_noise"] if run == "ddpm" else None
     return NoiseSource.from_seed(0, 3, golden[f"{run}_init_noise"], steps)

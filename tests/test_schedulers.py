@@ -36,6 +36,8 @@ from tango_rt.runtime.schedulers.sigmas import vp
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
+pytestmark = pytest.mark.numerics  # also run with lower instruction sets forced (.ci/run)
+
 U = 2.0**-24
 OPS_ROUNDINGS = 32
 CONDITIONING_ROUNDINGS = 4
