@@ -68,11 +68,21 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> Any:
     return network, parser
 
 
+def apply_precision(trt: Any, config: Any, precision: str) -> None:
+    """An FP32 engine computes in FP32: TensorRT enables TF32 (a 10-bit mantissa in convolutions and matrix
+    products on Ampere and later) by default, strongly typed networks included, which would fail check's FP32
+    thresholds and mislabel the engine. FP16 exports keep it: their FP32 islands are there for range (softmax,
+    T5), where TF32's 8-bit exponent is FP32's."""
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+
 def build_engine(trt, builder, logger, onnx_path: Path, shapes: dict, cache, optimization_level: int,
-                 workspace_gb: float | None, component: str) -> bytes:
+                 workspace_gb: float | None, component: str, precision: str) -> bytes:
     """Serialized engine of one graph with one optimization profile."""
     network, _parser = _parse(trt, builder, logger, onnx_path)
     config = builder.create_builder_config()
+    apply_precision(trt, config, precision)
     config.set_timing_cache(cache, False)
     config.builder_optimization_level = optimization_level
     monitor = _progress_monitor(trt, component)  # a local reference keeps it alive for the whole build
@@ -122,14 +132,15 @@ def build_engines(
     static: {"batch": B, "text_len": L, "latent_frames": F} for fixed-shape engines, else the declared ranges.
     """
     from ..runtime.backends.cuda_runtime import CudaRuntime
-    from ..runtime.backends.trt_backend import _import_tensorrt, current_environment
+    from ..runtime.backends.trt_backend import current_environment
+    from ..runtime.backends.trt_compat import import_tensorrt
 
     onnx, out = Path(onnx), Path(out)
     artifact = open_artifact(onnx)
     if artifact.manifest["precision"] not in BUILDABLE_PRECISIONS:
         raise ArtifactError(f"{onnx} is a {artifact.manifest['precision']} export; TensorRT engines are built from "
                             "fp16 (recommended) or fp32 exports: tango-rt export --precision fp16")
-    trt = _import_tensorrt()
+    trt = import_tensorrt()
     environment = current_environment(trt, CudaRuntime(0))
     config = artifact.pipeline_config
     ranges = static_ranges(config, **static) if static else artifact.ranges
@@ -149,7 +160,7 @@ def build_engines(
         log(f"[{index}/{len(names)}] {name}: building {precision} engine ...")
         shapes = profile_shapes(specs[name], ranges)
         plan = build_engine(trt, builder, logger, artifact.files(name, "onnx")[0], shapes, cache,
-                            optimization_level, workspace_gb, name)
+                            optimization_level, workspace_gb, name, precision)
         (out / f"{name}.plan").write_bytes(plan)
         entries[name] = {
             "format": "tensorrt",
@@ -172,13 +183,14 @@ def build_engines(
 def reuse_or_build(onnx: Path, out: Path, **options: Any) -> Path:
     """`out` when it holds engines built from these ONNX files on this TensorRT and GPU, else a fresh build."""
     from ..runtime.backends.cuda_runtime import CudaRuntime
-    from ..runtime.backends.trt_backend import _import_tensorrt, current_environment
+    from ..runtime.backends.trt_backend import current_environment
+    from ..runtime.backends.trt_compat import import_tensorrt
 
     if is_artifact(out):
         manifest = open_artifact(out).manifest
         source = open_artifact(onnx).manifest["components"]
         built = manifest.get("built_from", {}).get("onnx_sha256", {})
-        here = current_environment(_import_tensorrt(), CudaRuntime(0))
+        here = current_environment(import_tensorrt(), CudaRuntime(0))
         same_env = {k: manifest.get("tensorrt", {}).get(k) for k in here} == here
         if same_env and built and all(source[n]["sha256"] == digest for n, digest in built.items()):
             return out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE
-from tango_rt.engines.build import engine_manifest
+from tango_rt.engines.build import apply_precision, engine_manifest
 from tango_rt.engines.profiles import profile_shapes, static_ranges
 from tango_rt.runtime.backends import trt_backend
 from tango_rt.runtime.backends.trt_backend import TrtComponent, plan_buffers
@@ -350,3 +350,32 @@ def test_missing_tensorrt_is_a_clear_error(onnx_dir, tmp_path):
     except ImportError:
         pass
     assert main(["build", "--onnx", str(onnx_dir), "--out", str(tmp_path / "e")]) == 2
+
+
+class _Flags:
+    TF32 = "TF32"
+
+
+class _Config:
+    def __init__(self) -> None:
+        self.cleared: list[str] = []
+
+    def clear_flag(self, flag: str) -> None:
+        self.cleared.append(flag)
+
+
+@pytest.mark.parametrize(("precision", "cleared"), [("fp32", ["TF32"]), ("fp16", [])])
+def test_fp32_engines_are_built_without_tf32(precision, cleared):
+    """TensorRT turns TF32 on by default; an engine labelled FP32 must not compute in it."""
+    trt, config = type("trt", (), {"BuilderFlag": _Flags}), _Config()
+    apply_precision(trt, config, precision)
+    assert config.cleared == cleared
+
+
+def test_tensorrt_older_than_10_1_is_refused_by_name():
+    from tango_rt.runtime.backends.trt_compat import check_tensorrt_version
+
+    with pytest.raises(BackendError, match=r"TensorRT 10.0.1 is too old: tango-rt needs >= 10.1"):
+        check_tensorrt_version("10.0.1")
+    check_tensorrt_version("10.1.0")
+    check_tensorrt_version("11.0.0.5")

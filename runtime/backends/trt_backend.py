@@ -21,7 +21,7 @@ from ..errors import ArtifactError, BackendError
 from ..specs import ComponentSpec, DimRange, component_specs
 from .base import Component
 from .cuda_runtime import CudaRuntime
-from .trt_compat import check_environment, check_onnx_source
+from .trt_compat import check_environment, check_onnx_source, import_tensorrt
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,6 @@ def _device_index(device: str | None) -> int:
     raise BackendError(f"the tensorrt backend runs on CUDA devices ('cuda' or 'cuda:N'), not {device!r}")
 
 
-def _import_tensorrt() -> Any:
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise BackendError(f"TensorRT is not installed ({exc}): pip install 'tango-rt[tensorrt]'") from None
-    return tensorrt
-
-
 def current_environment(trt: Any, cuda: CudaRuntime) -> dict[str, str]:
     gpu, capability = cuda.device_properties()
     return {"version": trt.__version__, "gpu": gpu, "compute_capability": capability}
@@ -150,7 +142,7 @@ def load_components(
     trt: Any = None,
 ) -> dict[str, Component]:
     """Deserialize the engines, check they fit this machine, and allocate everything once."""
-    trt = trt or _import_tensorrt()
+    trt = trt or import_tensorrt()
     cuda = cuda or CudaRuntime(_device_index(device))
     check_environment(artifact.manifest, current_environment(trt, cuda), str(artifact.root))
     check_onnx_source(artifact.manifest, str(artifact.root))

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, BackendError
 
 
 def rebuild_command(manifest: Mapping[str, Any], folder: str) -> str:
@@ -58,3 +58,28 @@ def check_onnx_source(manifest: Mapping[str, Any], folder: str) -> None:
             f"{folder}: the engines for {stale} were built from ONNX graphs that have since changed in "
             f"{source.parent}; rebuild them: {rebuild_command(manifest, folder)}"
         )
+
+
+MIN_TENSORRT = (10, 1)  # device_memory_size_v2 and set_device_memory(ptr, size) arrived in 10.1
+
+
+def check_tensorrt_version(version: str) -> None:
+    """Refuse a TensorRT older than the APIs the backend calls, before anything fails deep inside a load."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return  # a development build's version string: let it try
+    if found < MIN_TENSORRT:
+        need = ".".join(map(str, MIN_TENSORRT))
+        raise BackendError(f"TensorRT {version} is too old: tango-rt needs >= {need} "
+                           f"(pip install 'tensorrt>={need}')")
+
+
+def import_tensorrt() -> Any:
+    """The tensorrt module, checked: installed and new enough."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise BackendError(f"TensorRT is not installed ({exc}): pip install 'tango-rt[tensorrt]'") from None
+    check_tensorrt_version(tensorrt.__version__)
+    return tensorrt
