@@ -148,7 +148,7 @@ def build_engines(
     names = list(components)
     cache_path = Path(timing_cache) if timing_cache else out / "timing.cache"
     seed = cache_path.read_bytes() if cache_path.is_file() else b""  # before --force empties `out`
-    prepare_output_folder(out, force)
+    prepare_output_folder(out, force, inputs=[onnx])
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     cache = builder.create_builder_config().create_timing_cache(seed)

@@ -210,7 +210,7 @@ def export_onnx(
     config = checkpoint.pipeline_config()
     specs = component_specs(config)
     profile = profile or ShapeProfile()
-    prepare_output_folder(out, force)
+    prepare_output_folder(out, force, inputs=[model] if Path(model).expanduser().is_dir() else [])
     log(f"exporting {model} to {out} ({precision}, opset {opset})")
     builder = ModelBuilder(checkpoint)
     entries = {}

@@ -15,6 +15,7 @@ import json
 import platform
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +64,37 @@ def library_versions(*names: str) -> dict[str, str]:
     return versions
 
 
-def prepare_output_folder(out: Path, force: bool) -> None:
-    """An empty folder to write an artifact into; an existing non-empty one only with force."""
+OUTPUT_MARK = ".tango-rt-output"  # written first into every output folder, so --force knows a partial one is ours
+
+
+def prepare_output_folder(out: Path, force: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """An empty folder to write an artifact into. An existing non-empty one is replaced only with force, and only
+    if tango-rt wrote it (its manifest, or the mark a partial export leaves): --force must not delete a user's
+    folder. Never the input itself or a folder holding it (`build --onnx X --out X --force`)."""
+    target = out.expanduser().resolve()
+    for source in inputs:
+        where = Path(source).expanduser().resolve()
+        if target == where or target in where.parents:
+            raise ArtifactError(f"the output folder {out} would replace the input {source}: choose another --out")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise ArtifactError(f"{out} exists and is not empty; pass --force to overwrite it")
+        if not ((out / MANIFEST).is_file() or (out / OUTPUT_MARK).is_file()):
+            raise ArtifactError(f"{out} is not a folder tango-rt wrote (no {MANIFEST}); --force replaces only "
+                                "those: remove it yourself or choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / OUTPUT_MARK).touch()
+
+
+def inside(root: Path, name: str) -> Path:
+    """root / name, refusing a manifest entry that points outside the folder (`../`, an absolute path, a link)."""
+    path = root / name
+    resolved, base = path.resolve(), root.resolve()
+    if Path(name).is_absolute() or (resolved != base and base not in resolved.parents):
+        raise ArtifactError(f"{root / MANIFEST} names the file {name!r}, which is outside the folder: refused "
+                            "(a manifest lists only files inside its own folder)")
+    return path
 
 
 def is_artifact(model: str | Path) -> bool:
@@ -123,7 +148,7 @@ class Artifact:
         entry = self.component(name, fmt)
         paths = []
         for item in self._file_items(entry):
-            path = self.root / item["file"]
+            path = inside(self.root, item["file"])
             if not path.is_file():
                 raise ArtifactError(f"{path} is missing; the folder is incomplete: re-export it with --force")
             if path.stat().st_size != item["size"]:

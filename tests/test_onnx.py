@@ -476,3 +476,36 @@ def test_a_fused_graph_that_computes_something_else_is_not_written(tmp_path, mon
         folder = export_onnx(str(FIXTURE), tmp_path / "bad", components=["unet"])
     assert "ort_graph" not in json.loads((folder / "manifest.json").read_text())["components"]["unet"]
     assert not (folder / "unet.ort.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx"])
+def test_manifest_entries_outside_the_folder_are_refused(onnx_dir, name, tmp_path):
+    from tango_rt.runtime.artifacts import MANIFEST, open_artifact
+
+    onnx_copy = _copy(onnx_dir, tmp_path)
+    (tmp_path / "outside.onnx").write_bytes(b"x")
+    manifest = json.loads((onnx_copy / MANIFEST).read_text())
+    manifest["components"]["unet"]["file"] = name
+    (onnx_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="outside the folder"):
+        open_artifact(onnx_copy).files("unet", "onnx")
+
+
+def test_force_replaces_only_folders_tango_rt_wrote_and_never_its_input(tmp_path):
+    from tango_rt.runtime.artifacts import prepare_output_folder
+
+    mine = tmp_path / "mine"
+    prepare_output_folder(mine, force=False)
+    (mine / "half-written.onnx").write_bytes(b"x")  # an interrupted export: the mark is there, no manifest yet
+    prepare_output_folder(mine, force=True)
+    assert not (mine / "half-written.onnx").exists()
+    theirs = tmp_path / "photos"
+    theirs.mkdir()
+    (theirs / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(ArtifactError, match="not a folder tango-rt wrote"):
+        prepare_output_folder(theirs, force=True)
+    assert (theirs / "holiday.jpg").exists()
+    with pytest.raises(ArtifactError, match="would replace the input"):
+        prepare_output_folder(mine, force=True, inputs=[mine])
+    with pytest.raises(ArtifactError, match="would replace the input"):
+        prepare_output_folder(tmp_path, force=True, inputs=[mine / "onnx"])
