@@ -29,7 +29,7 @@ from ..runtime.artifacts import (
 )
 from ..runtime.errors import ArtifactError, BackendError
 from ..runtime.specs import COMPONENTS, DimRange, component_specs
-from .profiles import profile_shapes, static_ranges
+from .profiles import MAX_ACTIVATION_GB, check_buildable, engine_ranges, profile_shapes, static_ranges
 
 BUILDABLE_PRECISIONS = ("fp32", "fp16")
 
@@ -126,10 +126,16 @@ def build_engines(
     optimization_level: int = 3,
     workspace_gb: float | None = None,
     force: bool = False,
+    max_batch: int | None = None,
+    max_duration: float | None = None,
+    max_activation_gb: float = MAX_ACTIVATION_GB,
 ) -> Path:
     """Build engines for `components` of the ONNX folder `onnx` into `out`; returns `out`.
 
-    static: {"batch": B, "text_len": L, "latent_frames": F} for fixed-shape engines, else the declared ranges.
+    static: {"batch": B, "text_len": L, "latent_frames": F} for fixed-shape engines; else dynamic profiles up to
+    `max_batch` clips and `max_duration` seconds (engines/profiles.py: 4 clips, the model's clip length), inside
+    the folder's declared ranges. A profile whose worst-case activation passes `max_activation_gb` is refused
+    before TensorRT is even imported.
     """
     from ..runtime.backends.cuda_runtime import CudaRuntime
     from ..runtime.backends.trt_backend import current_environment
@@ -140,10 +146,12 @@ def build_engines(
     if artifact.manifest["precision"] not in BUILDABLE_PRECISIONS:
         raise ArtifactError(f"{onnx} is a {artifact.manifest['precision']} export; TensorRT engines are built from "
                             "fp16 (recommended) or fp32 exports: tango-rt export --precision fp16")
+    config = artifact.pipeline_config
+    ranges = static_ranges(config, **static) if static else engine_ranges(config, artifact.ranges, max_batch,
+                                                                          max_duration)
+    check_buildable(config, ranges, max_activation_gb)
     trt = import_tensorrt()
     environment = current_environment(trt, CudaRuntime(0))
-    config = artifact.pipeline_config
-    ranges = static_ranges(config, **static) if static else artifact.ranges
     specs = component_specs(config)
     names = list(components)
     cache_path = Path(timing_cache) if timing_cache else out / "timing.cache"

@@ -106,6 +106,7 @@ class Checkpoint:
             sample_rate=int(self.vocoder_config["sampling_rate"]),
             vocoder_upsample_rates=tuple(self.vocoder_config["upsample_rates"]),
             vocoder_upsample_kernel_sizes=tuple(self.vocoder_config["upsample_kernel_sizes"]),
+            unet_full_res_heads=_full_res_heads(self.unet_config),
         )
 
     def tokenizer(self) -> PromptTokenizer:
@@ -226,3 +227,12 @@ def random_checkpoint(size: str = "full", seed: int = 0) -> Checkpoint:
         tokenizer_dir=None,
         random_seed=seed,
     )
+
+
+def _full_res_heads(unet: dict) -> int:
+    """Attention heads of the first down block (diffusers reads the legacy attention_head_dim as a head count when
+    num_attention_heads is absent, as in Tango's SD-2-style config); 0 when that block has no attention."""
+    if "CrossAttn" not in unet["down_block_types"][0]:
+        return 0
+    heads = unet.get("num_attention_heads") or unet.get("attention_head_dim") or 8
+    return int(heads[0] if isinstance(heads, list | tuple) else heads)

@@ -29,6 +29,9 @@ class PipelineConfig:
     vocoder_upsample_rates: tuple[int, ...]
     vocoder_upsample_kernel_sizes: tuple[int, ...]
     latent_frames: int = DEFAULT_LATENT_FRAMES
+    # heads of the UNet's self-attention at full latent resolution (0: none there); it sizes the largest tensor an
+    # unfused attention makes. 5 is Tango's (attention_head_dim [5, 10, 20, 20]), for manifests written before it.
+    unet_full_res_heads: int = 5
 
     @property
     def latent_bins(self) -> int:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .engines.profiles import ENGINE_MAX_BATCH, MAX_ACTIVATION_GB
 from .runtime.backends.registry import BACKENDS
 from .runtime.checkpoint import DEFAULT_MODEL
 from .runtime.config import DEFAULT_MAX_BATCH
@@ -120,7 +121,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.static:
         static = {"batch": args.batch or 1, "text_len": args.text_len or 64, "latent_frames": args.latent_frames}
     out = build_engines(args.onnx, args.out, static=static, timing_cache=args.timing_cache,
-                        optimization_level=args.opt_level, workspace_gb=args.workspace_gb, force=args.force)
+                        optimization_level=args.opt_level, workspace_gb=args.workspace_gb, force=args.force,
+                        max_batch=args.max_batch, max_duration=args.max_duration,
+                        max_activation_gb=args.max_activation_gb)
     print(out)
     return 0
 
@@ -251,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--text-len", type=int, default=None,
                        help="--static: text tokens, prompts are padded to it (default 64)")
     build.add_argument("--latent-frames", type=int, default=None, help="--static: latent frames (default 256)")
+    build.add_argument("--max-batch", type=int, default=None,
+                       help=f"dynamic engines: clips per call up to this (default {ENGINE_MAX_BATCH})")
+    build.add_argument("--max-duration", type=float, default=None,
+                       help="dynamic engines: seconds per clip up to this (default: the model's, 10.24 s)")
+    build.add_argument("--max-activation-gb", type=float, default=MAX_ACTIVATION_GB,
+                       help="refuse a profile whose largest activation (attention scores) passes this")
     build.add_argument("--timing-cache", default=None, help="timing cache file (default OUT/timing.cache)")
     build.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level 0-5")
     build.add_argument("--workspace-gb", type=float, default=None, help="cap the builder's workspace")

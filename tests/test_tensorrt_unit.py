@@ -89,6 +89,16 @@ def test_rebuild_command_keeps_static_shapes():
     assert rebuild_command(manifest, "/e").endswith("--force --static --batch 2 --text-len 48")
 
 
+def test_rebuild_command_keeps_dynamic_profile_limits(config):
+    from tango_rt.engines.profiles import engine_ranges
+
+    ranges = engine_ranges(config, ShapeProfile().ranges(config), max_batch=2, max_duration=20.0)
+    manifest = {"shape_ranges": {k: v.to_list() for k, v in ranges.items()}, "pipeline": config.to_dict(),
+                "tensorrt": {"static": None}, "built_from": {"folder": "/o"}}
+    expected = "tango-rt build --onnx /o --out /e --force --max-batch 2 --max-duration 20.16"
+    assert rebuild_command(manifest, "/e") == expected
+
+
 def test_engines_older_than_their_onnx_are_stale(tmp_path):
     onnx = tmp_path / "onnx"
     onnx.mkdir()
@@ -379,3 +389,38 @@ def test_tensorrt_older_than_10_1_is_refused_by_name():
         check_tensorrt_version("10.0.1")
     check_tensorrt_version("10.1.0")
     check_tensorrt_version("11.0.0.5")
+
+
+@pytest.fixture(scope="module")
+def full_config():
+    return load_checkpoint("random:full").pipeline_config()  # configs only: no weights are built
+
+
+def test_the_export_range_is_not_a_buildable_engine_profile(full_config):
+    """The export's declared range (batch 8, 40.96 s) puts 16 x 5 x 16384^2 FP32 attention scores at its maximum
+    (~86 GB); the default engine profile (4 clips, 10.24 s) stays far below the limit, and a wider one is refused
+    with the figure and the way to narrow it, before TensorRT runs."""
+    from tango_rt.engines.profiles import check_buildable, engine_ranges, largest_activation
+
+    declared = ShapeProfile().ranges(full_config)
+    what, size = largest_activation(full_config, declared)
+    assert what == "UNet self-attention scores" and size == 16 * 5 * 16384**2 * 4
+    with pytest.raises(InputError, match=r"UNet self-attention scores alone are 80\.0 GiB .*--max-batch"):
+        check_buildable(full_config, declared)
+    default = engine_ranges(full_config, declared)
+    assert default["batch"].max == 4 and default["cfg_batch"].max == 8 and default["latent_frames"].max == 256
+    assert default["text_len"].to_list() == declared["text_len"].to_list()
+    check_buildable(full_config, default)
+    assert largest_activation(full_config, default)[1] == 8 * 5 * 4096**2 * 4
+    wide = engine_ranges(full_config, declared, max_batch=1, max_duration=20.0)
+    assert wide["latent_frames"].max == 504 and wide["batch"].max == 1
+    with pytest.raises(InputError, match=r"batch up to 9 .* declared for at most 8"):
+        engine_ranges(full_config, declared, max_batch=9)
+
+
+def test_an_unbuildable_profile_is_refused_before_tensorrt_is_needed(onnx_dir, tmp_path):
+    from tango_rt.engines.build import build_engines
+
+    with pytest.raises(InputError, match="engine profile too large to build"):
+        build_engines(onnx_dir, tmp_path / "engines", max_activation_gb=1e-6)
+    assert not (tmp_path / "engines").exists()
