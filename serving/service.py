@@ -84,8 +84,8 @@ class Service:
             self.max_rows = max_rows
             self.batcher = self.make_batcher(max_rows)
             if s.warmup:
-                shortest = self.tango.pipeline.config.duration(self.tango.pipeline.config.unet_downsample)
-                self.tango.generate("warm-up", steps=1, duration=shortest, seed=0, scheduler="ddim")
+                self.tango.generate("warm-up", steps=1, duration=warmup_duration(self.tango.pipeline), seed=0,
+                                    scheduler="ddim")
             log.info("model %s loaded on %s in %.1f s; ready", s.model, s.backend, time.perf_counter() - started)
             self.ready.set()
         except Exception as exc:  # reported by /health/ready and the log; the process stays up for inspection
@@ -153,3 +153,12 @@ def _artifact_precision(model: str) -> str:
     from ..runtime.artifacts import is_artifact, open_artifact
 
     return open_artifact(model).manifest.get("precision", "?") if is_artifact(model) else "fp32"
+
+
+def warmup_duration(pipeline: Any) -> float:
+    """The clip length of the warm-up generation: the shortest the model accepts. For engines of one fixed length
+    (static TensorRT) that is their length, not the UNet's minimum of 8 latent frames, which they would refuse and
+    the server would never become ready."""
+    declared = pipeline.ranges.get("latent_frames")
+    frames = declared.min if declared is not None else pipeline.config.unet_downsample
+    return pipeline.config.duration(frames)

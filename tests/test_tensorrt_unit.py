@@ -424,3 +424,41 @@ def test_an_unbuildable_profile_is_refused_before_tensorrt_is_needed(onnx_dir, t
     with pytest.raises(InputError, match="engine profile too large to build"):
         build_engines(onnx_dir, tmp_path / "engines", max_activation_gb=1e-6)
     assert not (tmp_path / "engines").exists()
+
+
+class _FixedBatch(trt_backend.Component):
+    """A network that, like a static engine, runs only at its built batch."""
+
+    backend = "static-stand-in"
+
+    def run(self, feeds):
+        sample = feeds["sample"]
+        assert len(sample) == self.ranges["cfg_batch"].max, "the engine saw an unpadded batch"
+        return sample * np.float32(2) + feeds["timestep"][:, None, None, None]
+
+
+def test_a_fixed_batch_network_gets_padded_rows_and_returns_only_the_real_ones(specs, config):
+    ranges = static_ranges(config, batch=2, text_len=8, latent_frames=16)  # cfg_batch fixed at 4
+    unet = _FixedBatch(specs["unet"], ranges)
+    rng = np.random.default_rng(0)
+    feeds = {"sample": rng.standard_normal((1, 8, 16, 16), dtype=np.float32),
+             "timestep": np.array([7.0], np.float32),
+             "encoder_hidden_states": rng.standard_normal((1, 8, 32), dtype=np.float32),
+             "encoder_attention_mask": np.ones((1, 8), bool)}
+    out = unet(**feeds)
+    np.testing.assert_array_equal(out, feeds["sample"] * 2 + 7)  # one row in, that row's result out
+    assert unet(**{k: np.concatenate([v] * 4) for k, v in feeds.items()}).shape[0] == 4  # full batch untouched
+
+
+def test_the_server_warms_up_at_a_length_a_static_engine_accepts(config):
+    from types import SimpleNamespace
+
+    pytest.importorskip("prometheus_client")
+    from tango_rt.serving.service import warmup_duration
+
+    static = SimpleNamespace(ranges=static_ranges(config, batch=1, text_len=64), config=config)
+    assert warmup_duration(static) == config.duration(256)  # the engines' one length, 10.24 s
+    dynamic = SimpleNamespace(ranges=ShapeProfile().ranges(config), config=config)
+    assert warmup_duration(dynamic) == config.duration(8)
+    checkpoint = SimpleNamespace(ranges={}, config=config)
+    assert warmup_duration(checkpoint) == config.duration(config.unet_downsample)

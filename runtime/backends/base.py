@@ -27,11 +27,32 @@ class Component(ABC):
         self.check_finite = check_finite
 
     def __call__(self, **feeds: np.ndarray) -> np.ndarray:
+        feeds, rows = self._pad_batch(feeds)
         self.spec.check_feeds(feeds, self.ranges)
         output = self.run({name: feeds[name] for name in self.spec.input_names})
         if self.check_finite:
             assert_finite(output, f"{self.spec.name} ({self.backend})")
-        return output
+        return output if rows is None else output[:rows]
+
+    def _pad_batch(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None]:
+        """A fixed-batch network (a static TensorRT engine: the batch axis's range has min == max) called with
+        fewer rows gets its last row repeated up to that batch, and the output is cut back. Rows are independent
+        in all four networks (per-sample normalisation, no cross-row attention), so the real rows' results are
+        those of an unpadded call; a guidance-free call (half the CFG batch) or a server batch smaller than the
+        engine's then runs instead of being refused."""
+        symbol = self.spec.inputs[0].shape[0]
+        fixed = self.ranges.get(symbol) if isinstance(symbol, str) else None
+        first = feeds.get(self.spec.inputs[0].name)
+        if fixed is None or fixed.min != fixed.max or first is None or not 0 < len(first) < fixed.max:
+            return feeds, None
+        rows = len(first)
+        padded = {}
+        for name, array in feeds.items():
+            array = np.asarray(array)
+            if array.ndim and len(array) == rows:
+                array = np.concatenate([array, np.repeat(array[-1:], fixed.max - rows, axis=0)])
+            padded[name] = array
+        return padded, rows
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
