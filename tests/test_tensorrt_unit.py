@@ -462,3 +462,57 @@ def test_the_server_warms_up_at_a_length_a_static_engine_accepts(config):
     assert warmup_duration(dynamic) == config.duration(8)
     checkpoint = SimpleNamespace(ranges={}, config=config)
     assert warmup_duration(checkpoint) == config.duration(config.unet_downsample)
+
+
+class _Cudart:
+    """cuda-python's runtime module, as far as CudaRuntime uses it: CUDA's current device is per host thread."""
+
+    class cudaError_t:
+        cudaSuccess = 0
+
+    def __init__(self) -> None:
+        import threading
+
+        self.local = threading.local()
+        self.mallocs: list[tuple[str, int]] = []
+
+    def cudaGetDeviceCount(self):
+        return 0, 2
+
+    def cudaSetDevice(self, index):
+        self.local.device = index
+        return (0,)
+
+    def cudaMalloc(self, nbytes):
+        import threading
+
+        self.mallocs.append((threading.current_thread().name, getattr(self.local, "device", 0)))
+        return 0, 4096
+
+
+def test_the_cuda_device_follows_the_runtime_into_every_thread(monkeypatch):
+    """Loaded on cuda:1 in one thread, used from another (the server's worker): the calls land on device 1."""
+    import threading
+
+    from tango_rt.runtime.backends import cuda_runtime
+
+    fake = _Cudart()
+    monkeypatch.setattr(cuda_runtime, "_import_cudart", lambda: fake)
+    runtime = cuda_runtime.CudaRuntime(1)
+    runtime.malloc(16)
+    worker = threading.Thread(target=runtime.malloc, args=(16,), name="tango-worker")
+    worker.start()
+    worker.join()
+    assert fake.mallocs == [("MainThread", 1), ("tango-worker", 1)]
+    with pytest.raises(BackendError, match="CUDA device 2 requested, 2 visible"):
+        cuda_runtime.CudaRuntime(2)
+
+
+def test_onnxruntime_gpu_providers_get_the_device_index():
+    from tango_rt.runtime.backends.ort_backend import with_device_id
+
+    providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert with_device_id(providers, "cuda:1") == [("TensorrtExecutionProvider", {"device_id": 1}),
+                                                   ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert with_device_id(["CPUExecutionProvider"], "cpu") == ["CPUExecutionProvider"]
+    assert with_device_id(providers[1:], "cuda")[0] == ("CUDAExecutionProvider", {"device_id": 0})

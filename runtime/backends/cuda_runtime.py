@@ -6,6 +6,7 @@ stand-in on machines without a GPU (tests/test_tensorrt_unit.py).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,18 +27,32 @@ def _import_cudart() -> Any:
 
 
 class CudaRuntime:
-    """Device memory, one stream, async copies and CUDA graphs on one device."""
+    """Device memory, one stream, async copies and CUDA graphs on one device.
+
+    CUDA's current device belongs to the host thread: the model loads in one thread and runs in another (the
+    server's worker, Ray's replica threads), so every call first makes this runtime's device current in the
+    calling thread (once per thread), or cuda:1's buffers would be used from device 0."""
 
     def __init__(self, device_index: int = 0):
         self._rt = _import_cudart()
+        self._threads = threading.local()
         count = self._call("cudaGetDeviceCount")
         if device_index >= count:
             raise BackendError(f"CUDA device {device_index} requested, {count} visible")
         self.device_index = device_index
-        self._call("cudaSetDevice", device_index)
+        self._make_current()
+
+    def _make_current(self) -> None:
+        if getattr(self._threads, "current", None) != self.device_index:
+            self._checked("cudaSetDevice", self._rt.cudaSetDevice(self.device_index))
+            self._threads.current = self.device_index
 
     def _call(self, name: str, *args: Any) -> Any:
-        result = getattr(self._rt, name)(*args)
+        if name != "cudaGetDeviceCount":
+            self._make_current()
+        return self._checked(name, getattr(self._rt, name)(*args))
+
+    def _checked(self, name: str, result: Any) -> Any:
         error, values = result[0], result[1:]
         if error != self._rt.cudaError_t.cudaSuccess:
             raise BackendError(f"CUDA call {name} failed: {error}")

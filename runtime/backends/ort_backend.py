@@ -24,6 +24,7 @@ from ..artifacts import Artifact
 from ..errors import ArtifactError, BackendError
 from ..specs import ComponentSpec, component_specs
 from .base import Component
+from .devices import cuda_index
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(bool)": "bool"}
@@ -135,6 +136,15 @@ class OrtComponent(Component):
         return binding.copy_outputs_to_cpu()[0]
 
 
+def with_device_id(providers: Sequence[str], device: str | None) -> list:
+    """The providers with the GPU ones pinned to the device's index ("cuda:1" -> device_id 1): onnxruntime's CUDA
+    and TensorRT providers otherwise run on device 0 whatever the device option says."""
+    if device is None or not device.startswith("cuda"):
+        return list(providers)
+    index = cuda_index(device, "onnxruntime")
+    return [(p, {"device_id": index}) if p in GPU_PROVIDERS else p for p in providers]
+
+
 def load_components(
     artifact: Artifact,
     names: Iterable[str],
@@ -148,6 +158,7 @@ def load_components(
     fused_attention: bool | None = None,
 ) -> dict[str, Component]:
     chosen = resolve_providers(device, providers)
+    placed = with_device_id(chosen, device)
     fused = fused_attention if fused_attention is not None else chosen[0] == "CPUExecutionProvider"
     options = session_options or make_session_options(threads, optimization, arena)
     bind = io_binding if io_binding is not None else chosen[0] in GPU_PROVIDERS
@@ -156,7 +167,7 @@ def load_components(
     for name in names:
         path = str((fused and artifact.ort_graph(name)) or artifact.files(name, "onnx")[0])
         try:
-            session = ort.InferenceSession(path, sess_options=options, providers=chosen)
+            session = ort.InferenceSession(path, sess_options=options, providers=placed)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt or foreign graphs
             raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from None
         check_graph_io(session, specs[name], path)

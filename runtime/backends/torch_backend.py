@@ -8,6 +8,7 @@ CUDA graphs (one capture per input shape after a warm-up run) and optional torch
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -86,8 +87,11 @@ class TorchComponent(Component):
 
     @torch.inference_mode()
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        output = self.forward([self._tensor(a) for a in feeds.values()])
-        return output.float().cpu().numpy()
+        # the calling thread's current CUDA device is the component's (the server runs us outside the loading
+        # thread): streams and CUDA graphs are created on the current device, not the module's
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
+            output = self.forward([self._tensor(a) for a in feeds.values()])
+            return output.float().cpu().numpy()
 
 
 class CudaGraphComponent(TorchComponent):

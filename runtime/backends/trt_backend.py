@@ -21,6 +21,7 @@ from ..errors import ArtifactError, BackendError
 from ..specs import ComponentSpec, DimRange, component_specs
 from .base import Component
 from .cuda_runtime import CudaRuntime
+from .devices import cuda_index
 from .trt_compat import check_environment, check_onnx_source, import_tensorrt
 
 
@@ -120,14 +121,6 @@ class TrtComponent(Component):
         self._last_shapes = shapes
 
 
-def _device_index(device: str | None) -> int:
-    if device in (None, "cuda"):
-        return 0
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return int(device[5:])
-    raise BackendError(f"the tensorrt backend runs on CUDA devices ('cuda' or 'cuda:N'), not {device!r}")
-
-
 def current_environment(trt: Any, cuda: CudaRuntime) -> dict[str, str]:
     gpu, capability = cuda.device_properties()
     return {"version": trt.__version__, "gpu": gpu, "compute_capability": capability}
@@ -143,7 +136,7 @@ def load_components(
 ) -> dict[str, Component]:
     """Deserialize the engines, check they fit this machine, and allocate everything once."""
     trt = trt or import_tensorrt()
-    cuda = cuda or CudaRuntime(_device_index(device))
+    cuda = cuda or CudaRuntime(cuda_index(device, "tensorrt"))
     check_environment(artifact.manifest, current_environment(trt, cuda), str(artifact.root))
     check_onnx_source(artifact.manifest, str(artifact.root))
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
