@@ -141,3 +141,13 @@ def test_bench_under_a_memory_limit(onnx_dir, tmp_path, capsys):
     assert "variant(s) ['onnxruntime'] failed" in capsys.readouterr().err
     failed = json.loads((tmp_path / "small" / "results.json").read_text())["variants"]["onnxruntime"]
     assert failed["error"].startswith("killed out of memory under the 64 MB limit")
+
+
+def test_loop_overhead_counts_what_a_gpu_backend_copies_per_step():
+    from tango_rt.benchmarks.loop_overhead import TEXT_LEN, measure
+
+    row = measure("ddim", 2, 1, 1)
+    latents = 2 * 8 * 256 * 16 * 4  # the CFG batch of full-size latents, float32
+    embeddings = 2 * TEXT_LEN * 1024 * 4
+    assert row["h2d_bytes_per_step"] == latents + 2 * 4 + embeddings + 2 * TEXT_LEN  # + timesteps, bool mask
+    assert row["d2h_bytes_per_step"] == latents and row["loop_ms_per_step"] > 0

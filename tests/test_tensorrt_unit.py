@@ -516,3 +516,23 @@ def test_onnxruntime_gpu_providers_get_the_device_index():
                                                    ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
     assert with_device_id(["CPUExecutionProvider"], "cpu") == ["CPUExecutionProvider"]
     assert with_device_id(providers[1:], "cuda")[0] == ("CUDAExecutionProvider", {"device_id": 0})
+
+
+def test_an_unchanged_input_is_not_copied_to_the_device_again(specs, config):
+    """The UNet's embeddings and mask are the same arrays at every step: copied once, not once per step."""
+    component, _, cuda = _component(specs, config, "unet", lambda f: f["sample"] * 0)
+    copies = []
+    real = cuda.copy_to_device
+    cuda.copy_to_device = lambda pointer, array, stream: (copies.append(pointer), real(pointer, array, stream))
+    rng = np.random.default_rng(0)
+    text = rng.standard_normal((2, 8, 32), dtype=np.float32)
+    mask = np.ones((2, 8), bool)
+    for step in range(3):
+        component(sample=rng.standard_normal((2, 8, 16, 16), dtype=np.float32),
+                  timestep=np.full(2, 900.0 - step, np.float32), encoder_hidden_states=text,
+                  encoder_attention_mask=mask)
+    assert len(copies) == 4 + 2 + 2  # all four inputs once, then sample and timestep at each later step
+    changed = text.copy()
+    component(sample=np.zeros((2, 8, 16, 16), np.float32), timestep=np.zeros(2, np.float32),
+              encoder_hidden_states=changed, encoder_attention_mask=mask)
+    assert len(copies) == 8 + 3  # a new array is copied

@@ -1,0 +1,91 @@
+"""What the numpy loop itself costs per UNet step, at full size, with the UNet replaced by an instant stand-in.
+
+    python -m tango_rt.benchmarks.loop_overhead --out benchmarks/results/loop_overhead
+
+Every step the loop hands the UNet host arrays and takes one back: a GPU backend copies them host -> device and
+the result device -> host and synchronises. This measures, on the CPU, the loop's own work per step (sampler
+update, CFG split and combine, input concatenation, the shape and finiteness checks) and the bytes a GPU backend
+moves per step, for the default and the fast sampler at batch 1 and 4. The copy's share of a GPU step is those
+bytes over the link's bandwidth divided by the GPU UNet step time; the GPU script (benchmarks/gpu) measures the
+latter. Keeping latents on the device would need device-side samplers (torch or CuPy arrays in place of numpy):
+every sampler's update and multistep history moved, which is why this measures first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime.backends.base import Component
+from ..runtime.checkpoint import load_checkpoint
+from ..runtime.noise import NoiseSource, row_generators
+from ..runtime.pipeline import TangoPipeline, TextConditioning
+from ..runtime.schedulers import make_scheduler
+from ..runtime.specs import UNET, component_specs
+from .machine import machine_info
+from .report import save_results
+
+TEXT_LEN = 32  # tokens of a typical prompt
+
+
+class InstantUNet(Component):
+    """Returns a fixed output of the right shape at once: only the loop's own cost remains."""
+
+    backend = "stand-in"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.bytes_in = 0
+        self.calls = 0
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.calls += 1
+        self.bytes_in += sum(a.nbytes for a in feeds.values())
+        return np.full(feeds["sample"].shape, 0.01, np.float32)
+
+
+def measure(sampler: str, steps: int, batch: int, repeat: int) -> dict:
+    checkpoint = load_checkpoint("random:full")  # configs only: no weights are built
+    config = checkpoint.pipeline_config()
+    unet = InstantUNet(component_specs(config)[UNET])
+    pipeline = TangoPipeline({UNET: unet}, checkpoint.tokenizer(), config, checkpoint.scheduler_config)
+    rng = np.random.default_rng(0)
+    text = TextConditioning(rng.standard_normal((2 * batch, TEXT_LEN, config.text_hidden_size), dtype=np.float32),
+                            np.ones((2 * batch, TEXT_LEN), bool), guided=True)
+    times = []
+    for _ in range(repeat):
+        noise = NoiseSource(row_generators(0, batch))
+        started = time.perf_counter()
+        pipeline.denoise(text, make_scheduler(sampler, checkpoint.scheduler_config), steps, 3.0, noise)
+        times.append((time.perf_counter() - started) / steps)
+    per_step = float(np.median(times))
+    bytes_in = unet.bytes_in / unet.calls
+    bytes_out = 2 * batch * config.latent_channels * config.latent_frames * config.latent_bins * 4
+    return {"sampler": sampler, "steps": steps, "batch": batch, "loop_ms_per_step": 1000 * per_step,
+            "h2d_bytes_per_step": int(bytes_in), "d2h_bytes_per_step": int(bytes_out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/loop_overhead")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    rows = [measure(s, n, b, args.repeat) for s, n in (("ddpm", 100), ("unipc", 15)) for b in (1, 4)]
+    lines = ["| sampler, steps | batch | loop's own work per step ms | host->device per step MB | "
+             "device->host per step MB |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['sampler']} {r['steps']} | {r['batch']} | {r['loop_ms_per_step']:.2f} | "
+                     f"{r['h2d_bytes_per_step'] / 1e6:.2f} | {r['d2h_bytes_per_step'] / 1e6:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    result = {"command": "python -m tango_rt.benchmarks.loop_overhead", "machine": machine_info(), "rows": rows}
+    save_results(Path(args.out), result, f"# Loop overhead per UNet step (UNet stand-in, full-size shapes)\n\n"
+                 f"Command: `{result['command']}`\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
