@@ -151,3 +151,19 @@ def test_loop_overhead_counts_what_a_gpu_backend_copies_per_step():
     embeddings = 2 * TEXT_LEN * 1024 * 4
     assert row["h2d_bytes_per_step"] == latents + 2 * 4 + embeddings + 2 * TEXT_LEN  # + timesteps, bool mask
     assert row["d2h_bytes_per_step"] == latents and row["loop_ms_per_step"] > 0
+
+
+def test_first_gpu_check_writes_its_table_and_reports_a_failed_variant_as_a_row(tmp_path):
+    """The GPU script's own logic, on the CPU with the tiny model: FP32 timed, FP16 (CUDA only) a failed row, the
+    files written, a non-zero exit so a failure is not mistaken for a pass."""
+    import json
+
+    from tango_rt.benchmarks.first_gpu import main
+
+    assert main(["--device", "cpu", "--model", "random:tiny", "--variants", "fp32,fp16", "--repeat", "1",
+                 "--out", str(tmp_path)]) == 1
+    rows = json.loads((tmp_path / "first_gpu.json").read_text())["rows"]
+    assert rows["fp32"]["unet_step_s"] > 0 and rows["fp32"]["finite"] is True
+    assert "CUDA" in rows["fp16"]["error"]
+    table = (tmp_path / "first_gpu.md").read_text()
+    assert "| fp32 |" in table and "| fp16 | failed:" in table

@@ -1,0 +1,162 @@
+"""The first GPU session's one check: the torch CUDA paths on the full-size model, in one table.
+
+    bash benchmarks/gpu/run.sh                       # on the GPU machine (after benchmarks/gpu/prepare.sh here)
+    python -m tango_rt.benchmarks.first_gpu --device cpu --model random:tiny --variants fp32   # the CPU dry run
+
+For each variant (torch FP32, FP16, FP16 + CUDA graph, FP16 + torch.compile) on `random:full`: load time, one
+UNet step and whole generations (median of --repeat after a warm-up generation), peak GPU memory, and the FP16
+path's error against FP32 on one fixed UNet input (cosine, SNR; export/check.compare). Each variant is guarded: a
+failure is a row with its error, the table is printed and written ($OUT or --out) whatever happens, and a time
+budget skips what would not fit. Random weights time the networks; they say nothing about audio quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..export.check import compare
+from ..runtime.instrument import Recorder, instrument
+from ..runtime.specs import UNET, dims
+from .stats import summarize
+
+VARIANTS = {
+    "fp32": {},
+    "fp16": {"precision": "fp16"},
+    "fp16+graph": {"precision": "fp16", "cuda_graph": True},
+    "fp16+compile": {"precision": "fp16", "compile": True},
+}
+SETTINGS = {"steps": 20, "scheduler": "unipc", "scheduler_options": {"use_karras_sigmas": True}}
+
+
+def nvidia_smi() -> str:
+    try:
+        return subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"nvidia-smi unavailable: {exc}"
+
+
+def unet_probe(tango: Any) -> dict[str, np.ndarray]:
+    """One fixed guided UNet input at the default clip length (batch 1, 32 tokens), the same for every variant."""
+    config = tango.pipeline.config
+    shape = dims(config, 1, 32)
+    rng = np.random.default_rng(0)
+    rows, tokens = shape["cfg_batch"], shape["text_len"]
+    return {"sample": rng.standard_normal(config.latent_shape(rows), dtype=np.float32),
+            "timestep": np.full(rows, 500.0, np.float32),
+            "encoder_hidden_states": rng.standard_normal((rows, tokens, config.text_hidden_size), dtype=np.float32),
+            "encoder_attention_mask": np.ones((rows, tokens), bool)}
+
+
+def run_variant(model: str, device: str, options: dict, repeat: int, probe_reference: np.ndarray | None):
+    from ..runtime.tango import Tango
+
+    torch = _torch()
+    if torch is not None and device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    tango = Tango(model, device=device, **options)
+    row: dict[str, Any] = {"load_s": time.perf_counter() - started}
+    recorder = Recorder()
+    instrument(tango.pipeline, recorder)
+    tango.generate("warm-up", seed=0, **SETTINGS)  # compiles, captures, autotunes
+    recorder.reset()
+    totals = []
+    for index in range(repeat):
+        started = time.perf_counter()
+        audio = tango.generate("An audience cheering and clapping", seed=index, **SETTINGS)
+        totals.append(time.perf_counter() - started)
+        recorder.end_generation()
+        row["finite"] = bool(np.isfinite(audio.astype(np.float32)).all())
+    row["generation_s"] = summarize(totals)["median"]
+    row["unet_step_s"] = summarize(recorder.calls["unet_step"])["median"]
+    output = tango.pipeline.components[UNET](**unet_probe(tango))
+    if probe_reference is not None:
+        metrics = compare(output, probe_reference)
+        row.update(unet_cosine=metrics["cosine"], unet_snr_db=metrics["snr_db"])
+    if torch is not None and device.startswith("cuda"):
+        row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    del tango
+    _free(torch)
+    return row, output
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _free(torch) -> None:
+    import gc
+
+    gc.collect()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def table(rows: dict[str, dict]) -> str:
+    lines = ["| variant | load s | UNet step ms | generation s (20 steps) | speed-up vs fp32 | peak GPU GiB | "
+             "UNet cosine / SNR dB vs fp32 |", "|---|---|---|---|---|---|---|"]
+    base = rows.get("fp32", {}).get("generation_s")
+    for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error'][:150]} | | | | | |")
+            continue
+        ratio = f"{base / r['generation_s']:.2f}x" if base and r.get("generation_s") else "-"
+        parity = f"{r['unet_cosine']:.6f} / {r['unet_snr_db']:.1f}" if "unet_cosine" in r else "reference"
+        peak = f"{r['peak_gpu_gib']:.2f}" if "peak_gpu_gib" in r else "-"
+        lines.append(f"| {name} | {r['load_s']:.1f} | {1000 * r['unet_step_s']:.1f} | {r['generation_s']:.2f} | "
+                     f"{ratio} | {peak} | {parity} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:full")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"from {list(VARIANTS)}")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=360.0, help="skip variants that start after this")
+    parser.add_argument("--out", default=os.environ.get("OUT", "first_gpu_results"))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch = _torch()
+    environment = {"nvidia_smi": nvidia_smi(), "python": platform.python_version(),
+                   "torch": getattr(torch, "__version__", None),
+                   "cuda": getattr(getattr(torch, "version", None), "cuda", None)}
+    print(environment["nvidia_smi"])
+    started, rows, reference = time.monotonic(), {}, None
+    for name in args.variants.split(","):
+        if time.monotonic() - started > args.budget_s:
+            rows[name] = {"error": f"skipped: past the {args.budget_s:g} s budget"}
+            continue
+        try:
+            rows[name], output = run_variant(args.model, args.device, VARIANTS[name], args.repeat, reference)
+            reference = output if name == "fp32" else reference
+        except Exception as exc:  # a row with the error; the other variants still run
+            rows[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            _free(torch)
+        print(f"{name}: {rows[name]}", flush=True)
+    text = table(rows)
+    print(text)
+    (out / "first_gpu.json").write_text(json.dumps({"environment": environment, "settings": SETTINGS,
+                                                    "model": args.model, "device": args.device, "rows": rows},
+                                                   indent=2, default=str))
+    (out / "first_gpu.md").write_text(f"# First GPU check\n\n```\n{environment['nvidia_smi']}```\n\n{text}\n")
+    return 0 if all("error" not in r for r in rows.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
