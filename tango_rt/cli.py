@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--samples", type=int, default=1, help="samples per prompt")
     gen.add_argument("--batch-size", type=int, default=8)
     gen.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULER_NAMES,
-                     help="sampler (default ddpm, the original's; dpm++ at 25 steps is the fast preset)")
+                     help="sampler (default ddpm, the original's; the fast preset is unipc with "
+                     "--scheduler-option use_karras_sigmas=true at 15 steps)")
     gen.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
                      help="diffusers scheduler option, e.g. use_karras_sigmas=true (repeatable)")
     gen.add_argument("--duration", type=float, default=None, help="clip length in seconds (default 10.24)")
