@@ -21,8 +21,8 @@ from typing import Any
 
 from .checkpoint import Checkpoint
 from .config import PipelineConfig
-from .errors import ArtifactError
-from .files import sha256_files
+from .errors import ArtifactError, CheckpointError
+from .files import HUB_ID, sha256_files
 from .specs import DimRange
 from .tokenizer import PromptTokenizer
 
@@ -99,6 +99,37 @@ def inside(root: Path, name: str) -> Path:
 
 def is_artifact(model: str | Path) -> bool:
     return (Path(model).expanduser() / MANIFEST).is_file()
+
+
+def artifact_root(model: str, revision: str | None = None) -> Path | None:
+    """The folder of an exported model: a local folder with a manifest, or a Hub repository whose root holds one;
+    None for anything else (a checkpoint). For a Hub id only the small files are fetched here (manifest, tokenizer,
+    scheduler config); `fetch_components` gets the graphs the chosen backends need. A checkpoint repository (no
+    manifest) or an offline, uncached id gives None, and the checkpoint loader reports what is wrong."""
+    local = Path(model).expanduser()
+    if is_artifact(local):
+        return local
+    if local.exists() or not HUB_ID.match(model):
+        return None
+    from .checkpoint import hub_download
+
+    try:
+        root = hub_download(model, (MANIFEST, SCHEDULER_FILE, f"{TOKENIZER_DIR}/*"), "exported model", revision)
+    except CheckpointError:
+        return None
+    return root if is_artifact(root) else None
+
+
+def fetch_components(model: str, artifact: Artifact, names: Sequence[str], revision: str | None = None) -> None:
+    """Download the files of the components `names` of a Hub-hosted export into its snapshot (no-op for a local
+    folder or files already cached): a torch text encoder mixed with ONNX Runtime networks fetches no T5 graph."""
+    if is_artifact(Path(model).expanduser()) or not names:
+        return
+    from .checkpoint import hub_download
+
+    files = [item["file"] for name in names if name in artifact.manifest["components"]
+             for item in Artifact._file_items(artifact.manifest["components"][name])]
+    hub_download(model, tuple(files), "exported model", revision)
 
 
 def file_entry(root: Path, name: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ its 3 GB of weights (the T5 weights live in pytorch_model_main.bin).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from .config import PipelineConfig
 from .errors import CheckpointError, warn
-from .files import sha256_files
+from .files import HUB_ID, cached_sha256
 from .schedulers import default_scheduler_config
 from .tokenizer import TOKENIZER_FILES, PromptTokenizer
 
@@ -41,7 +40,6 @@ HIFIGAN_TRAINING_KEYS = frozenset({
     "resblock", "num_gpus", "batch_size", "learning_rate", "adam_b1", "adam_b2", "lr_decay", "seed", "segment_size",
     "num_freq", "n_fft", "hop_size", "win_size", "fmin", "fmax", "fmax_for_loss", "num_workers", "dist_config",
 })  # random:full / random:tiny: the architecture with random weights
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def package_data(name: str) -> Any:
@@ -58,12 +56,13 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
 
 
-def hub_download(repo_id: str, files: tuple[str, ...], what: str) -> Path:
-    """Fetch `files` of a Hub repo (or find them in the local cache) and return the snapshot folder."""
+def hub_download(repo_id: str, files: tuple[str, ...], what: str, revision: str | None = None) -> Path:
+    """Fetch `files` (names or glob patterns) of a Hub repo at `revision` (or find them in the local cache) and
+    return the snapshot folder."""
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(repo_id=repo_id, allow_patterns=list(files)))
+        folder = Path(snapshot_download(repo_id=repo_id, allow_patterns=list(files), revision=revision))
     except Exception as exc:  # huggingface_hub raises many types: offline, 404, auth, connection
         raise CheckpointError(
             f"could not get {what} {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
@@ -84,13 +83,14 @@ class Checkpoint:
     vocoder_config: dict[str, Any]
     scheduler_config: dict[str, Any]
     tokenizer_dir: Path | None
-    weights: dict[str, Path] = field(default_factory=dict)  # empty: random initialisation
+    weights: dict[str, Path] = field(default_factory=dict)  # empty: random initialisation (or configs_only)
     root: Path | None = None
     random_seed: int = 0
+    configs_only: bool = False  # read for `tango-rt info`: the weight files were not fetched
 
     @property
     def is_random(self) -> bool:
-        return not self.weights
+        return not self.weights and not self.configs_only
 
     def pipeline_config(self) -> PipelineConfig:
         ddconfig = self.vae_config["ddconfig"]
@@ -119,25 +119,26 @@ class Checkpoint:
         """SHA-256 over the weight files: what an exported artifact records as its source."""
         if self.is_random:
             return f"random-init:seed={self.random_seed}"
-        return sha256_files(self.weights[key] for key in sorted(self.weights))
+        return cached_sha256([self.weights[key] for key in sorted(self.weights)])
 
 
-def _local_or_hub(model: str) -> Path:
+def _local_or_hub(model: str, revision: str | None, weights: bool) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         return path
     if path.exists():
         raise CheckpointError(f"{model!r} is a file; pass the checkpoint folder that contains main_config.json")
-    if not _HUB_ID.match(model):
+    if not HUB_ID.match(model):
         raise CheckpointError(f"{model!r} is neither an existing folder nor a Hugging Face Hub id like 'org/name'")
-    return hub_download(model, REQUIRED_FILES + OPTIONAL_FILES, "Tango checkpoint")
+    wanted = REQUIRED_FILES if weights else tuple(f for f in REQUIRED_FILES if f not in WEIGHT_FILES.values())
+    return hub_download(model, wanted + OPTIONAL_FILES, "Tango checkpoint", revision)
 
 
 def _text_encoder_dir(root: Path, name: str) -> Path:
     for candidate in (root / name, Path(name).expanduser()):
         if candidate.is_dir():
             return candidate
-    if not _HUB_ID.match(name):
+    if not HUB_ID.match(name):
         raise CheckpointError(f"{root / 'main_config.json'}: text_encoder_name {name!r} is not a folder or Hub id")
     return hub_download(name, TEXT_ENCODER_FILES, "text encoder config and tokenizer")
 
@@ -182,12 +183,15 @@ def vocoder_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return config
 
 
-def load_checkpoint(model: str = DEFAULT_MODEL) -> Checkpoint:
-    """Resolve a Hub id, local folder or `random:full|tiny` to a Checkpoint; errors name what is missing."""
+def load_checkpoint(model: str = DEFAULT_MODEL, revision: str | None = None, weights: bool = True) -> Checkpoint:
+    """Resolve a Hub id (at `revision`: a branch, tag or commit), local folder or `random:full|tiny` to a
+    Checkpoint; errors name what is missing. weights=False reads the configs only (a Hub id then downloads no
+    weight file: `tango-rt info`)."""
     if model.startswith(RANDOM_PREFIX):
         return random_checkpoint(model[len(RANDOM_PREFIX) :])
-    root = _local_or_hub(model)
-    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
+    root = _local_or_hub(model, revision, weights)
+    needed = REQUIRED_FILES if weights else [f for f in REQUIRED_FILES if f not in WEIGHT_FILES.values()]
+    missing = [name for name in needed if not (root / name).is_file()]
     if missing:
         raise CheckpointError(
             f"{root} is not a Tango checkpoint: missing {', '.join(missing)} "
@@ -207,7 +211,8 @@ def load_checkpoint(model: str = DEFAULT_MODEL) -> Checkpoint:
         vocoder_config=vocoder_config(_read_json(vocoder_file) if vocoder_file.is_file() else None),
         scheduler_config=_scheduler_config(root, main),
         tokenizer_dir=text_dir,
-        weights={key: root / name for key, name in WEIGHT_FILES.items()},
+        weights={key: root / name for key, name in WEIGHT_FILES.items()} if weights else {},
+        configs_only=not weights,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .artifacts import is_artifact, open_artifact
+from .artifacts import artifact_root, open_artifact
 from .checkpoint import load_checkpoint
 from .config import PipelineConfig
 from .specs import COMPONENTS
@@ -22,8 +22,9 @@ def _shapes(config: PipelineConfig) -> str:
 def describe(model: str) -> dict[str, Any]:
     """Summary text plus machine-readable facts: parameter counts come from the architecture on torch's meta
     device (no weights read, no memory used); an exported folder reports its manifest instead."""
-    if is_artifact(model):
-        artifact = open_artifact(model)
+    root = artifact_root(model)
+    if root is not None:
+        artifact = open_artifact(root)
         rows = [f"{n:<13} {e['format']:<9} {e.get('precision', '?'):<5} {e['file']}" for n, e in
                 artifact.manifest["components"].items()]
         summary = "\n".join([f"exported folder {model} (from {artifact.source_model})", *rows,
@@ -34,12 +35,13 @@ def describe(model: str) -> dict[str, Any]:
 
     from .backends.torch_models import ModelBuilder, parameter_count
 
-    checkpoint = load_checkpoint(model)
+    checkpoint = load_checkpoint(model, weights=False)  # a Hub id: configs only, not 5 GB of weights
     with torch.device("meta"):
         modules = ModelBuilder(checkpoint, load_weights=False).build()
     params = {name: parameter_count(modules[name]) for name in COMPONENTS}
     rows = [f"{name:<13} {count / 1e6:9.2f} M parameters" for name, count in params.items()]
-    weights = {k: str(v) for k, v in checkpoint.weights.items()} or "random initialisation"
+    weights = ("not read (configs only)" if checkpoint.configs_only else
+               {k: str(v) for k, v in checkpoint.weights.items()} or "random initialisation")
     summary = "\n".join([f"Tango checkpoint {model}", *rows, f"{'total':<13} {sum(params.values()) / 1e6:9.2f} M",
                          _shapes(checkpoint.pipeline_config()), f"weights: {weights}"])
     configs = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .artifacts import is_artifact, open_artifact
+from .artifacts import artifact_root, fetch_components, is_artifact, open_artifact
 from .backends.registry import Backend, backend_for_format, get_backend, route_options
 from .checkpoint import Checkpoint, load_checkpoint
 from .checks import debug_enabled
@@ -48,17 +48,21 @@ def _check_formats(artifact, backends: Mapping[str, Backend]) -> None:
 
 
 def load_pipeline(
-    model: str, backend: str | Mapping[str, str] = "torch", device: str | None = None, **options: Any
+    model: str, backend: str | Mapping[str, str] = "torch", device: str | None = None, revision: str | None = None,
+    **options: Any
 ) -> TangoPipeline:
     """Load every component with its backend and assemble the pipeline.
 
+    model: a checkpoint or an exported folder, local or a Hub id (at `revision`: branch, tag or commit).
     options: precision ("fp32" | "fp16"), and backend-specific ones (providers, session_options, ...).
     Everything that can be refused cheaply (backend names, options, a missing export) is checked before
     any weights are read.
     """
     backends = parse_backends(backend)
     chosen = sorted({b.name: b for b in backends.values()}.values(), key=lambda b: b.name)
-    artifact = open_artifact(model) if is_artifact(model) else None
+    backends_need_graphs = any(b.loads_from == "artifact" for b in chosen)
+    root = artifact_root(model, revision) if backends_need_graphs or is_artifact(model) else None
+    artifact = open_artifact(root) if root is not None else None
     lean = [b.name for b in chosen if b.loads_from == "artifact"]
     if artifact is None and lean:
         raise BackendError(
@@ -68,10 +72,13 @@ def load_pipeline(
     if artifact is not None:
         _check_formats(artifact, backends)
     routed = route_options(chosen, options)
+    if artifact is not None:
+        fetch_components(model, artifact, [c for c in COMPONENTS if backends[c].loads_from == "artifact"], revision)
     loaders = {b.name: b.load().load_components for b in chosen}
     checkpoint: Checkpoint | None = None
     if artifact is None or any(b.loads_from == "checkpoint" for b in chosen):
-        checkpoint = load_checkpoint(artifact.source_model if artifact else model)
+        checkpoint = load_checkpoint(artifact.source_model if artifact else model, revision=None if artifact else
+                                     revision)
         if artifact:
             artifact.check_source(checkpoint)
     components = {}

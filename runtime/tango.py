@@ -79,6 +79,7 @@ class Tango:
         backend: "torch", "onnxruntime", "tensorrt", or per component, e.g. {"text_encoder": "torch",
             "default": "onnxruntime"}.
         name: alias of `model`, for code written against the original (`Tango(name=...)`).
+        revision: Hub branch, tag or commit of `model` (a checkpoint or an exported folder on the Hub).
         **options: backend options: precision ("fp32" / "fp16"), providers, session_options, ...
     """
 
@@ -89,10 +90,11 @@ class Tango:
         backend: str | Mapping[str, str] = "torch",
         *,
         name: str | None = None,
+        revision: str | None = None,
         **options: Any,
     ):
         self.model = name or model
-        self.pipeline: TangoPipeline = load_pipeline(self.model, backend, device, **options)
+        self.pipeline: TangoPipeline = load_pipeline(self.model, backend, device, revision, **options)
 
     @property
     def sample_rate(self) -> int:

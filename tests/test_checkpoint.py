@@ -107,7 +107,7 @@ def test_hub_id_downloads_only_what_generation_needs(monkeypatch, tmp_path):
         (t5_dir / name).write_bytes((FIXTURE / "flan-t5-tiny" / name).read_bytes())
     main = json.loads((FIXTURE / "main_config.json").read_text())
 
-    def fake_snapshot_download(repo_id, allow_patterns):
+    def fake_snapshot_download(repo_id, allow_patterns, revision=None):
         calls.append((repo_id, sorted(allow_patterns)))
         if repo_id == "google/flan-t5-large":
             return str(t5_dir)
@@ -176,3 +176,74 @@ def test_the_release_layout_uses_the_shipped_unet_config_quietly(fixture_copy, r
     checkpoint = load_checkpoint(str(fixture_copy))
     assert checkpoint.unet_config["block_out_channels"] == [320, 640, 1280, 1280]
     assert not [w for w in recwarn if "UNet" in str(w.message)]
+
+
+def _fake_hub(monkeypatch, repos: dict, calls: list, tmp_path):
+    """snapshot_download answered from local folders: only the files matching allow_patterns are copied into the
+    snapshot, as the Hub client does, so a test sees exactly what would be downloaded."""
+    import fnmatch
+    import shutil
+
+    def fake(repo_id, allow_patterns, revision=None):
+        calls.append((repo_id, sorted(allow_patterns), revision))
+        if repo_id not in repos:
+            raise OSError(f"404 {repo_id}")
+        source, snapshot = repos[repo_id], tmp_path / "hub" / repo_id.replace("/", "--") / (revision or "main")
+        for path in source.rglob("*"):
+            relative = path.relative_to(source).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(relative, p) for p in allow_patterns):
+                (snapshot / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, snapshot / relative)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        return str(snapshot)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake)
+
+
+def test_an_export_on_the_hub_loads_by_id_fetching_only_what_its_backends_run(monkeypatch, tmp_path, onnx_dir):
+    from tango_rt import Tango
+
+    calls: list = []
+    _fake_hub(monkeypatch, {"org/tango-tiny-onnx": onnx_dir}, calls, tmp_path)
+    tango = Tango("org/tango-tiny-onnx", backend={"text_encoder": "torch", "default": "onnxruntime"}, revision="v1")
+    assert tango.generate("a bell", steps=2, duration=1.0, seed=0, scheduler="ddim").shape == (16000,)
+    assert calls[0] == ("org/tango-tiny-onnx", ["manifest.json", "scheduler_config.json", "tokenizer/*"], "v1")
+    fetched = calls[1][1]
+    assert calls[1][2] == "v1" and "unet.onnx" in fetched and "vocoder.onnx" in fetched
+    assert not any(name.startswith("text_encoder") for name in fetched)  # runs on torch: no T5 graph downloaded
+
+
+def test_info_on_a_hub_checkpoint_reads_configs_without_the_weights(monkeypatch, tmp_path):
+    import shutil
+
+    from tango_rt.runtime.info import describe
+
+    release = tmp_path / "release"  # the fixture as a release lays it out: T5 named by its Hub id
+    shutil.copytree(FIXTURE, release, ignore=shutil.ignore_patterns("golden.*", "flan-t5-tiny"))
+    main = json.loads((FIXTURE / "main_config.json").read_text())
+    (release / "main_config.json").write_text(json.dumps({**main, "text_encoder_name": "google/flan-t5-large"}))
+    calls: list = []
+    _fake_hub(monkeypatch, {"declare-lab/tango2": release, "google/flan-t5-large": FIXTURE / "flan-t5-tiny"}, calls,
+              tmp_path)
+    info = describe("declare-lab/tango2")
+    requested = [pattern for _, patterns, _ in calls for pattern in patterns]
+    assert "pytorch_model_main.bin" not in requested and "pytorch_model_vae.bin" not in requested
+    assert "weights: not read (configs only)" in info["summary"] and info["parameters"]["unet"] > 0
+
+
+def test_weight_digests_are_cached_by_size_and_mtime(monkeypatch, tmp_path):
+    import os
+
+    from tango_rt.runtime import files
+
+    monkeypatch.setenv("TANGO_RT_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"a" * 1000)
+    hashed = []
+    real = files.sha256_files
+    monkeypatch.setattr(files, "sha256_files", lambda paths: hashed.append(1) or real(paths))
+    first = files.cached_sha256([weights])
+    assert files.cached_sha256([weights]) == first and len(hashed) == 1  # the second load reads no bytes
+    weights.write_bytes(b"b" * 1000)  # same size, rewritten: a new mtime
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert files.cached_sha256([weights]) != first and len(hashed) == 2
