@@ -28,6 +28,7 @@ from ..runtime.backends.registry import BACKENDS, get_backend
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import InputError, TangoError
 from ..runtime.schedulers import SCHEDULER_NAMES
+from ..runtime.schedulers.config import check_user_options, option_pairs
 from .machine import machine_info
 from .memory_limit import MemoryLimit, evict_page_cache
 from .stats import speedup
@@ -80,6 +81,7 @@ class BenchConfig:
     batches: list[int]
     steps: int = 10
     scheduler: str = "ddim"
+    scheduler_options: dict = field(default_factory=dict)  # --scheduler-option KEY=VALUE (the fast preset's Karras)
     guidance: float = 3.0
     duration: float | None = None
     warmup: int = 1
@@ -259,7 +261,7 @@ def main(args) -> int:
         model=model, variants=[v.strip() for v in backends.split(",") if v.strip()], batches=batches,
         steps=settings["steps"] or 10, scheduler=args.scheduler, duration=args.duration, warmup=args.warmup,
         repeat=args.repeat, device=settings["device"], preset=args.preset, memory_limit_mb=args.memory_limit_mb,
-        options=parse_options(args.option),
+        options=parse_options(args.option), scheduler_options=check_user_options(option_pairs(args.scheduler_option)),
     )
     declared = {key for variant in config.variants for key in get_backend(Variant.parse(variant).backend).options}
     if set(config.options) - declared:

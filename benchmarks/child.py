@@ -97,7 +97,8 @@ def measure(job: dict) -> dict:
 
         def generate(seed: int, prompts=prompts, batch=batch) -> None:
             tango.generate_for_batch(prompts, steps=config["steps"], guidance=config["guidance"], batch_size=batch,
-                                     scheduler=config["scheduler"], duration=config["duration"], seed=seed)
+                                     scheduler=config["scheduler"], scheduler_options=config["scheduler_options"],
+                                     duration=config["duration"], seed=seed)
             recorder.end_generation()
 
         for seed in tqdm(range(config["warmup"]), desc=f"{variant['name']} batch {batch} warm-up", leave=False):

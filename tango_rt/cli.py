@@ -18,6 +18,7 @@ from .runtime.checkpoint import DEFAULT_MODEL
 from .runtime.config import DEFAULT_MAX_BATCH
 from .runtime.errors import InputError, TangoError, TangoWarning
 from .runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+from .runtime.schedulers.config import option_pairs
 from .serving.settings import Settings
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -46,18 +47,6 @@ def _output_paths(out: str, prompts: list[str], samples: int) -> list[Path]:
             for index, prompt in enumerate(prompts) for sample in range(samples)]
 
 
-def _scheduler_options(pairs: list[str]) -> dict:
-    """--scheduler-option KEY=VALUE, VALUE parsed as JSON when it is JSON (true, 3, [0, 1]), else a string."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--scheduler-option takes KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 @command
@@ -75,7 +64,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         disable_progress=args.quiet,
         scheduler=args.scheduler,
-        scheduler_options=_scheduler_options(args.scheduler_option),
+        scheduler_options=option_pairs(args.scheduler_option),
         duration=args.duration,
         seed=args.seed,
     )
@@ -284,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", default=None, help="batch sizes, comma-separated (default 1)")
     bench.add_argument("--steps", type=int, default=None, help="sampler steps per generation (default 10)")
     bench.add_argument("--scheduler", default="ddim", choices=SCHEDULER_NAMES)
+    bench.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="sampler option, e.g. use_karras_sigmas=true for the fast preset (repeatable)")
     bench.add_argument("--duration", type=float, default=None, help="clip length in seconds (default 10.24)")
     bench.add_argument("--warmup", type=int, default=1)
     bench.add_argument("--repeat", type=int, default=3)

@@ -67,6 +67,21 @@ USER_OPTIONS: dict[str, Any] = {
 }
 
 
+def option_pairs(pairs: list[str]) -> dict[str, Any]:
+    """--scheduler-option KEY=VALUE pairs (generate, bench), VALUE parsed as JSON when it is JSON (true, 3, [0, 1]),
+    else kept as a string; check_user_options then decides what is allowed."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--scheduler-option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def check_user_options(options: dict[str, Any]) -> dict[str, Any]:
     """The user's sampler options, allow-listed and type-checked; an InputError names the key and the rule."""
     if not isinstance(options, dict):
