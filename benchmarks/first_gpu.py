@@ -25,14 +25,15 @@ import numpy as np
 
 from ..export.check import compare
 from ..runtime.instrument import Recorder, instrument
-from ..runtime.specs import UNET, dims
+from ..runtime.precision import FP16
+from ..runtime.specs import TYPICAL_TEXT_LEN, UNET, dims
 from .stats import summarize
 
 VARIANTS = {
     "fp32": {},
-    "fp16": {"precision": "fp16"},
-    "fp16+graph": {"precision": "fp16", "cuda_graph": True},
-    "fp16+compile": {"precision": "fp16", "compile": True},
+    "fp16": {"precision": FP16},
+    "fp16+graph": {"precision": FP16, "cuda_graph": True},
+    "fp16+compile": {"precision": FP16, "compile": True},
 }
 SETTINGS = {"steps": 20, "scheduler": "unipc", "scheduler_options": {"use_karras_sigmas": True}}
 
@@ -45,9 +46,10 @@ def nvidia_smi() -> str:
 
 
 def unet_probe(tango: Any) -> dict[str, np.ndarray]:
-    """One fixed guided UNet input at the default clip length (batch 1, 32 tokens), the same for every variant."""
+    """One fixed guided UNet input at the default clip length (batch 1, a typical prompt's tokens), the same for
+    every variant."""
     config = tango.pipeline.config
-    shape = dims(config, 1, 32)
+    shape = dims(config, 1, TYPICAL_TEXT_LEN)
     rng = np.random.default_rng(0)
     rows, tokens = shape["cfg_batch"], shape["text_len"]
     return {"sample": rng.standard_normal(config.latent_shape(rows), dtype=np.float32),

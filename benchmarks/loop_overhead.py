@@ -24,11 +24,11 @@ from ..runtime.checkpoint import load_checkpoint
 from ..runtime.noise import NoiseSource, row_generators
 from ..runtime.pipeline import TangoPipeline, TextConditioning
 from ..runtime.schedulers import make_scheduler
-from ..runtime.specs import UNET, component_specs
+from ..runtime.specs import TYPICAL_TEXT_LEN, UNET, component_specs
 from .machine import machine_info
 from .report import save_results
 
-TEXT_LEN = 32  # tokens of a typical prompt
+TEXT_LEN = TYPICAL_TEXT_LEN
 
 
 class InstantUNet(Component):

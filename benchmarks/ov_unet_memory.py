@@ -17,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from ..runtime.precision import BF16, FP32
 from .machine import machine_info, proc_status_mb
 from .report import save_results
 
 FIELDS = ("RssFile", "RssAnon", "VmHWM")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = (FP32, BF16)
 
 
 def measure(folder: str, precision: str) -> dict:
@@ -43,10 +44,10 @@ def measure(folder: str, precision: str) -> dict:
     started = time.perf_counter()
     model = core.read_model(str(artifact.files(UNET, "onnx")[0]))
     record("read", started)
-    if precision == "bf16":  # static shapes, as the backend compiles BF16 (see runtime/backends/ov_backend.py)
+    if precision == BF16:  # static shapes, as the backend compiles BF16 (see runtime/backends/ov_backend.py)
         model.reshape({name: list(array.shape) for name, array in feeds.items()})
     started = time.perf_counter()
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": {FP32: "f32", BF16: BF16}[precision],
                                                  "PERFORMANCE_HINT": "LATENCY"})
     del model
     record("compiled, model dropped", started)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..export.check import compare
 from ..export.onnx_export import reuse_or_export
+from ..runtime import precision
 from ..runtime.artifacts import open_artifact
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.specs import UNET, component_specs, dims
@@ -102,8 +103,8 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     config = checkpoint.pipeline_config()
     shape = dims(config, BATCH, TEXT_LEN)
     feeds = component_specs(config)[UNET].sample_inputs(shape, config)
-    folders = {FP32: reuse_or_export(MODEL, work / "fp32", "fp32", [UNET]),
-               "onnxruntime int8 (separate option)": reuse_or_export(MODEL, work / "int8", "int8", [UNET])}
+    folders = {FP32: reuse_or_export(MODEL, work / "fp32", precision.FP32, [UNET]),
+               "onnxruntime int8 (separate option)": reuse_or_export(MODEL, work / "int8", precision.INT8, [UNET])}
     variants = {"torch eager fp32": torch_backend.load_components(checkpoint, [UNET], device="cpu")[UNET]}
     for label, folder in folders.items():
         variants[label] = ort_backend.load_components(open_artifact(folder), [UNET], threads=threads)[UNET]

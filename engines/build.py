@@ -28,10 +28,11 @@ from ..runtime.artifacts import (
     write_manifest,
 )
 from ..runtime.errors import ArtifactError, BackendError
+from ..runtime.precision import FP16, FP32
 from ..runtime.specs import COMPONENTS, DimRange, component_specs
 from .profiles import MAX_ACTIVATION_GB, check_buildable, engine_ranges, profile_shapes, static_ranges
 
-BUILDABLE_PRECISIONS = ("fp32", "fp16")
+BUILDABLE_PRECISIONS = (FP32, FP16)
 
 
 def _progress_monitor(trt: Any, component: str) -> Any:
@@ -73,7 +74,7 @@ def apply_precision(trt: Any, config: Any, precision: str) -> None:
     products on Ampere and later) by default, strongly typed networks included, which would fail check's FP32
     thresholds and mislabel the engine. FP16 exports keep it: their FP32 islands are there for range (softmax,
     T5), where TF32's 8-bit exponent is FP32's."""
-    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+    if precision == FP32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
 
 

@@ -28,14 +28,15 @@ import numpy as np
 from ..runtime.artifacts import is_artifact, open_artifact
 from ..runtime.backends.registry import backend_for_format, get_backend
 from ..runtime.loader import load_pipeline
+from ..runtime.precision import BF16, FP16, FP32, INT8_WEIGHTS
 from ..runtime.specs import ShapeProfile, component_specs, dims
 
 THRESHOLDS = {  # precision: (minimum cosine similarity, minimum SNR in dB)
-    "fp32": (0.99999, 60.0),
-    "fp16": (0.999, 30.0),
+    FP32: (0.99999, 60.0),
+    FP16: (0.999, 30.0),
     "int8-dynamic": (0.99, 15.0),
-    "bf16": (0.99, 15.0),
-    "int8-weights": (0.99, 15.0),
+    BF16: (0.99, 15.0),
+    INT8_WEIGHTS: (0.99, 15.0),
 }
 
 
@@ -101,7 +102,7 @@ def _precision(model: str, name: str, component, options: dict) -> str:
         return component.effective_precision
     if is_artifact(model):
         return open_artifact(model).manifest["components"][name]["precision"]
-    return options.get("precision") or "fp32"
+    return options.get("precision") or FP32
 
 
 def check_model(model: str, backend: str | None = None, device: str | None = None, **options: Any) -> list[CheckRow]:

@@ -28,7 +28,7 @@ from ..runtime.artifacts import (
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import ArtifactError, warn
-from ..runtime.precision import component_precision
+from ..runtime.precision import EXPORT_PRECISIONS, FP16, FP32, INT8_WEIGHTS, component_precision
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
 from .attention_fusion import write_ort_graph
@@ -44,7 +44,7 @@ EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 EXPORT_REVISION = 2
 
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-weights")
+PRECISIONS = EXPORT_PRECISIONS
 
 
 def _save(model, path: Path) -> None:
@@ -101,7 +101,7 @@ def export_component(module, spec, config, out: Path, precision: str, opset: int
         feeds = spec.sample_inputs(dims(config, EXPORT_BATCH, EXPORT_TEXT_LEN, frames), config)
         _trace(module, spec, feeds, traced, opset)
         actual = component_precision(precision, spec.name)
-        if actual == "int8-weights":
+        if actual == INT8_WEIGHTS:
             target = out / f"{spec.name}.xml"
             entry = {"format": "openvino", **_ir_entries(out, target, compress_weights_int8(traced, target))}
         else:
@@ -122,7 +122,7 @@ def _write_onnx(traced: Path, target: Path, actual: str, name: str) -> list[str]
 
     if actual == "int8-dynamic":
         return quantize_int8(str(traced), str(target), name)
-    model, kept = convert_to_fp16(str(traced), name) if actual == "fp16" else (onnx.load(traced), [])
+    model, kept = convert_to_fp16(str(traced), name) if actual == FP16 else (onnx.load(traced), [])
     _save(model, target)
     return kept
 
@@ -190,7 +190,7 @@ def _copy_text_files(checkpoint, out: Path) -> None:
 def export_onnx(
     model: str,
     out: str | Path,
-    precision: str = "fp32",
+    precision: str = FP32,
     force: bool = False,
     opset: int = DEFAULT_OPSET,
     profile: ShapeProfile | None = None,
@@ -236,7 +236,7 @@ def export_onnx(
 
 
 def reuse_or_export(
-    model: str, folder: str | Path, precision: str = "fp32", components: Iterable[str] = COMPONENTS,
+    model: str, folder: str | Path, precision: str = FP32, components: Iterable[str] = COMPONENTS,
     max_batch: int = DEFAULT_MAX_BATCH,
 ) -> Path:
     """`folder` when it already holds an export of `model` at `precision` with these components, declared for

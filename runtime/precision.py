@@ -27,6 +27,13 @@ from dataclasses import dataclass
 
 from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER
 
+# The precision names, spelled once: what a backend's `precision` option, an export's manifest and bench variants say.
+FP32, FP16, BF16 = "fp32", "fp16", "bf16"
+INT8 = "int8"  # ONNX Runtime's dynamic quantization of the UNet's MatMul weights (an export precision)
+INT8_WEIGHTS = "int8-weights"  # NNCF's INT8 weight compression into OpenVINO IR (an export precision)
+EXPORT_PRECISIONS = (FP32, FP16, INT8, INT8_WEIGHTS)
+RUNTIME_PRECISIONS = (FP32, FP16, BF16)  # what a backend's precision option can ask for
+
 
 @dataclass(frozen=True)
 class PrecisionPolicy:

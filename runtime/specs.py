@@ -23,6 +23,9 @@ from .config import DEFAULT_MAX_BATCH, PipelineConfig
 from .errors import InputError
 
 Dim = str | int
+T5_MAX_LENGTH = 512  # T5's positional limit: the longest prompt in tokens (when the tokenizer config gives none)
+TYPICAL_TEXT_LEN = 32  # tokens of a typical prompt: profiles' optimum, benchmark inputs
+STATIC_TEXT_LEN = 64  # default text length of static engines (prompts are padded up to it)
 BATCH_HINT = "clips per call = prompts x samples: lower batch_size or samples, or re-export with a larger --max-batch"
 DIM_HINTS = {
     "batch": BATCH_HINT,
@@ -109,7 +112,7 @@ class ShapeProfile:
     """The shapes an exported graph or engine is declared (and tested) for."""
 
     max_batch: int = DEFAULT_MAX_BATCH
-    text_len: DimRange = DimRange(1, 32, 512)
+    text_len: DimRange = DimRange(1, TYPICAL_TEXT_LEN, T5_MAX_LENGTH)
     max_duration: float | None = None  # seconds; None: 4x the model's default length (40.96 s for Tango)
 
     def ranges(self, config: PipelineConfig) -> dict[str, DimRange]:

@@ -15,9 +15,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .errors import CheckpointError
+from .specs import T5_MAX_LENGTH
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-T5_MAX_LENGTH = 512  # T5's positional limit; used when tokenizer_config.json gives no usable model_max_length
 
 
 def _read_json(path: Path) -> dict:

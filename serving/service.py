@@ -12,6 +12,7 @@ from typing import Any
 
 from ..runtime.errors import InputError
 from ..runtime.instrument import Recorder, instrument
+from ..runtime.precision import FP32
 from ..runtime.schedulers import DEFAULT_SCHEDULER
 from .batching import Batcher, BatchKey, Cancelled, Expired, Job, run_jobs
 from .metrics import Metrics
@@ -152,7 +153,7 @@ class PromptTooLong(InputError):
 def _artifact_precision(model: str) -> str:
     from ..runtime.artifacts import is_artifact, open_artifact
 
-    return open_artifact(model).manifest.get("precision", "?") if is_artifact(model) else "fp32"
+    return open_artifact(model).manifest.get("precision", "?") if is_artifact(model) else FP32
 
 
 def warmup_duration(pipeline: Any) -> float:

@@ -17,8 +17,10 @@ from .runtime.backends.registry import BACKENDS
 from .runtime.checkpoint import DEFAULT_MODEL
 from .runtime.config import DEFAULT_MAX_BATCH
 from .runtime.errors import InputError, TangoError, TangoWarning
+from .runtime.precision import EXPORT_PRECISIONS, FP32, RUNTIME_PRECISIONS
 from .runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from .runtime.schedulers.config import option_pairs
+from .runtime.specs import STATIC_TEXT_LEN
 from .serving.settings import Settings
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -108,7 +110,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         given = [f"--{k.replace('_', '-')}" for k, v in shape.items() if v is not None]
         raise InputError(f"{', '.join(given)} fix an engine's shape and need --static")
     if args.static:
-        static = {"batch": args.batch or 1, "text_len": args.text_len or 64, "latent_frames": args.latent_frames}
+        static = {"batch": args.batch or 1, "text_len": args.text_len or STATIC_TEXT_LEN,
+                  "latent_frames": args.latent_frames}
     out = build_engines(args.onnx, args.out, static=static, timing_cache=args.timing_cache,
                         optimization_level=args.opt_level, workspace_gb=args.workspace_gb, force=args.force,
                         max_batch=args.max_batch, max_duration=args.max_duration,
@@ -191,7 +194,7 @@ def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch", help=f"{' | '.join(BACKENDS)}, or per component: "
                         "'text_encoder=torch,default=onnxruntime'")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: CUDA when available)")
-    parser.add_argument("--precision", default=None, choices=["fp32", "fp16", "bf16"],
+    parser.add_argument("--precision", default=None, choices=list(RUNTIME_PRECISIONS),
                         help="torch: fp16 (CUDA); openvino: bf16 (CPUs with BF16 units); default fp32")
     parser.add_argument("--providers", default=None, help="onnxruntime execution providers, comma-separated")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime / openvino threads")
@@ -224,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export the four networks to an ONNX model folder")
     exp.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, checkpoint folder, or random:full|tiny")
     exp.add_argument("--out", required=True, help="output folder")
-    exp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", "int8-weights"],
+    exp.add_argument("--precision", default=FP32, choices=list(EXPORT_PRECISIONS),
                      help="fp16 (GPUs) keeps T5, attention scores and the timestep embedding in fp32; int8 (ONNX "
                      "Runtime on CPUs) quantizes the UNet's MatMul weights dynamically; int8-weights (OpenVINO) "
                      "stores the UNet's and T5's weights as INT8 (about 4x smaller); both are separate options with "
@@ -242,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--static", action="store_true", help="one fixed shape per engine (enables CUDA graphs)")
     build.add_argument("--batch", type=int, default=None, help="--static: clips per call (default 1)")
     build.add_argument("--text-len", type=int, default=None,
-                       help="--static: text tokens, prompts are padded to it (default 64)")
+                       help=f"--static: text tokens, prompts are padded to it (default {STATIC_TEXT_LEN})")
     build.add_argument("--latent-frames", type=int, default=None, help="--static: latent frames (default 256)")
     build.add_argument("--max-batch", type=int, default=None,
                        help=f"dynamic engines: clips per call up to this (default {ENGINE_MAX_BATCH})")

@@ -28,11 +28,11 @@ import openvino as ov
 
 from ..artifacts import Artifact
 from ..errors import ArtifactError, BackendError
-from ..precision import PRECISION_POLICY
+from ..precision import BF16, FP16, FP32, PRECISION_POLICY
 from ..specs import ComponentSpec, component_specs
 from .base import Component
 
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+PRECISIONS = {FP32: "f32", BF16: BF16}
 HINTS = ("LATENCY", "THROUGHPUT")
 DEFAULT_CACHE = Path.home() / ".cache" / "tango-rt" / "openvino"
 OV_TYPES = {"f32": "float32", "i64": "int64", "boolean": "bool", "f16": "float16"}
@@ -56,7 +56,7 @@ def compile_config(core: ov.Core, device: str, precision: str, threads: int | No
         raise BackendError(f"openvino precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if hint.upper() not in HINTS:
         raise BackendError(f"openvino performance_hint must be one of {HINTS}, got {hint!r}")
-    if precision == "bf16":
+    if precision == BF16:
         capabilities = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
         if "BF16" not in capabilities:
             raise BackendError(f"OpenVINO {device} has no BF16 support here (capabilities {list(capabilities)}): "
@@ -121,7 +121,7 @@ class OpenVINOComponent(Component):
         if not self.compiled:
             return "pending"
         effective = _effective(next(reversed(self.compiled.values()))[0])
-        return effective if self.weights == "fp32" else f"{self.weights}+{effective}"
+        return effective if self.weights == FP32 else f"{self.weights}+{effective}"
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         feeds, length = self._pad_text(feeds) if self.static_shapes else (feeds, None)
@@ -158,14 +158,14 @@ def _effective(compiled) -> str:
     """The inference precision the compiled network really uses, as OpenVINO reports it."""
     value = compiled.get_property("INFERENCE_PRECISION_HINT")
     name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
-    return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(name, name)
+    return {"f32": FP32, BF16: BF16, "f16": FP16}.get(name, name)
 
 
 def load_components(
     artifact: Artifact,
     names: Iterable[str],
     device: str | None = None,
-    precision: str = "fp32",
+    precision: str = FP32,
     threads: int | None = None,
     streams: int | None = None,
     performance_hint: str = "LATENCY",
@@ -176,9 +176,9 @@ def load_components(
     core = ov.Core()
     target = resolve_device(core, device)
     specs = component_specs(artifact.pipeline_config)
-    static = precision == "bf16" if static_shapes is None else bool(static_shapes)
+    static = precision == BF16 if static_shapes is None else bool(static_shapes)
     configs = {p: compile_config(core, target, p, threads, streams, performance_hint, cache_dir)
-               for p in {"fp32", precision}}
+               for p in {FP32, precision}}
     components: dict[str, Component] = {}
     for name in names:
         entry = artifact.manifest["components"].get(name, {})
@@ -190,7 +190,7 @@ def load_components(
             raise ArtifactError(f"OpenVINO cannot read {path}: {exc}") from None
         check_model_io(model, specs[name], path)
         components[name] = OpenVINOComponent(specs[name], core, model, path, target,
-                                             configs["fp32" if island else precision], artifact.ranges,
-                                             entry.get("precision", "fp32"), static)
+                                             configs[FP32 if island else precision], artifact.ranges,
+                                             entry.get("precision", FP32), static)
         del model
     return components

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from ..errors import BackendError
+from ..precision import BF16, FP16, FP32, INT8, INT8_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,15 @@ BACKENDS: dict[str, Backend] = {
     backend.name: backend
     for backend in (
         Backend(
-            "torch", "tango_rt.runtime.backends.torch_backend", "torch", "checkpoint", (), ("fp32", "fp16"),
+            "torch", "tango_rt.runtime.backends.torch_backend", "torch", "checkpoint", (), (FP32, FP16),
             {"precision": "fp32 | fp16 (CUDA; T5 and the policy's islands stay FP32)",
              "cuda_graph": "replay the UNet from CUDA graphs (CUDA)",
              "compile": "torch.compile the UNet (True or a mode name)"},
-            aliases=("pytorch",), variants={"fp16": ("fp32", {"precision": "fp16"})},
+            aliases=("pytorch",), variants={FP16: (FP32, {"precision": FP16})},
         ),
         Backend(
             "onnxruntime", "tango_rt.runtime.backends.ort_backend", "onnxruntime", "artifact", ("onnx",),
-            ("fp32", "fp16", "int8"),
+            (FP32, FP16, INT8),
             {"providers": "ONNX Runtime execution providers, in order",
              "threads": "intra-op threads",
              "optimization": "graph optimization level: disable | basic | extended | all",
@@ -73,20 +74,20 @@ BACKENDS: dict[str, Backend] = {
         ),
         Backend(
             "tensorrt", "tango_rt.runtime.backends.trt_backend", "tensorrt", "artifact", ("tensorrt",),
-            ("fp16", "fp32"),
+            (FP16, FP32),
             {"cuda_graph": "replay each engine from a CUDA graph (static-shape engines)"},
             aliases=("trt",),
         ),
         Backend(
             "openvino", "tango_rt.runtime.backends.ov_backend", "openvino", "artifact", ("onnx", "openvino"),
-            ("fp32", "bf16", "int8"),
+            (FP32, BF16, INT8),
             {"precision": "fp32 | bf16 (CPUs with AVX-512 BF16 / AMX; what ran is read back)",
              "threads": "inference threads", "streams": "parallel inference streams",
              "performance_hint": "LATENCY | THROUGHPUT",
              "cache_dir": "compiled-model cache folder ('' disables; default ~/.cache/tango-rt/openvino)",
              "static_shapes": "compile per input shape (default: on under bf16)"},
             aliases=("ov",),
-            variants={"bf16": ("fp32", {"precision": "bf16"}), "int8": ("int8-weights", {})},
+            variants={BF16: (FP32, {"precision": BF16}), INT8: (INT8_WEIGHTS, {})},
         ),
     )
 }

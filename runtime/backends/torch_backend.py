@@ -17,12 +17,12 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..errors import BackendError
-from ..precision import PRECISION_POLICY
+from ..precision import FP16, FP32, PRECISION_POLICY
 from ..specs import UNET, ComponentSpec, component_specs
 from .base import Component
 from .torch_models import ModelBuilder
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+PRECISIONS = {FP32: torch.float32, FP16: torch.float16}
 
 
 def default_device() -> str:
@@ -132,7 +132,7 @@ def load_components(
     checkpoint: Checkpoint,
     names: Iterable[str],
     device: str | None = None,
-    precision: str = "fp32",
+    precision: str = FP32,
     cuda_graph: bool = False,
     compile: bool | str = False,
 ) -> dict[str, Component]:
@@ -148,7 +148,7 @@ def load_components(
 def _check_options(precision: str, target: torch.device, cuda_graph: bool) -> None:
     if precision not in PRECISIONS:
         raise BackendError(f"torch precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if target.type != "cuda" and (precision == "fp16" or cuda_graph):
+    if target.type != "cuda" and (precision == FP16 or cuda_graph):
         raise BackendError("torch fp16 and CUDA graphs need a CUDA device (CPU half-precision kernels are slow)")
 
 
@@ -156,7 +156,7 @@ def wrap_modules(
     modules: dict[str, torch.nn.Module],
     specs: dict[str, ComponentSpec],
     device: str | None = None,
-    precision: str = "fp32",
+    precision: str = FP32,
     cuda_graph: bool = False,
     compile: bool | str = False,
 ) -> dict[str, Component]:
