@@ -124,7 +124,7 @@ sys.exit(1 if heavy else 0)
     assert "heavy: []" in result.stdout
 
 
-def test_mixed_backends_per_component(onnx_dir, ort_tango):
+def test_mixed_backends_per_component(onnx_dir, tiny_tango):
     from tango_rt import Tango
 
     mixed = Tango(str(onnx_dir), backend={"text_encoder": "torch", "default": "onnxruntime"}, device="cpu")
@@ -132,7 +132,7 @@ def test_mixed_backends_per_component(onnx_dir, ort_tango):
     assert backends == {"text_encoder": "torch", "unet": "onnxruntime", "vae_decoder": "onnxruntime",
                         "vocoder": "onnxruntime"}
     a = mixed.generate("water", steps=2, seed=1, scheduler="ddim")
-    b = ort_tango.generate("water", steps=2, seed=1, scheduler="ddim")
+    b = tiny_tango.generate("water", steps=2, seed=1, scheduler="ddim")  # the torch reference
     assert np.abs(a.astype(np.int32) - b).max() <= INT16_LSB
 
 
@@ -176,7 +176,7 @@ def test_fp16_policy_structure(onnx_fp16_dir):
             assert softmax and all(types[n.input[0]] == FLOAT for n in softmax), "VAE mid attention must stay fp32"
 
 
-def test_fp16_outputs_are_finite_and_close_to_fp32(onnx_fp16_dir, ort_tango, golden):
+def test_fp16_outputs_are_finite_and_close_to_fp32(onnx_fp16_dir, tiny_tango, golden):
     """On CPU, ONNX Runtime computes FP16 graphs with FP32 kernels behind casts: this checks the graph's structure
     and the rounding of FP16 weights and activations between ops, not FP16 arithmetic on a GPU."""
     from tango_rt import Tango
@@ -186,7 +186,7 @@ def test_fp16_outputs_are_finite_and_close_to_fp32(onnx_fp16_dir, ort_tango, gol
     for name in COMPONENTS:
         feeds = component_specs(config)[name].sample_inputs(_dims(SHAPES[1], config), config, seed=2)
         half = fp16.pipeline.components[name](**feeds)
-        full = ort_tango.pipeline.components[name](**feeds)
+        full = tiny_tango.pipeline.components[name](**feeds)  # the torch FP32 reference
         rel = float(np.abs(half - full).max() / np.abs(full).max())
         print(f"fp16 vs fp32 {name}: max rel error {rel:.2e}")
         assert np.isfinite(half).all() and rel < FP16_MAX_REL
@@ -349,7 +349,7 @@ def test_cli_export_and_generate(tmp_path, capsys):
     assert len(list(wavs.glob("*.wav"))) == 1
 
 
-def test_int8_unet_option(tmp_path, ort_tango):
+def test_int8_unet_option(tmp_path, tiny_tango):
     """--precision int8: the UNet's MatMul weights quantized dynamically (a CPU option), convolutions and the
     policy's attention / timestep nodes left in float; everything else exported in fp32."""
     from tango_rt import Tango
@@ -368,7 +368,7 @@ def test_int8_unet_option(tmp_path, ort_tango):
     config = int8.pipeline.config
     feeds = component_specs(config)["unet"].sample_inputs(_dims(SHAPES[1], config), config, seed=2)
     quantized = int8.pipeline.components["unet"](**feeds)
-    full = ort_tango.pipeline.components["unet"](**feeds)
+    full = tiny_tango.pipeline.components["unet"](**feeds)  # the torch FP32 reference
     rel = float(np.abs(quantized - full).max() / np.abs(full).max())
     print(f"int8 vs fp32 unet: max rel error {rel:.2e}")
     assert np.isfinite(quantized).all() and rel < INT8_MAX_REL

@@ -46,17 +46,14 @@ def test_fp32_end_to_end_matches_the_originals_golden_output(ov_tango, golden, g
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
-def test_fp32_networks_match_onnxruntime_at_other_shapes(ov_tango, onnx_dir, name):
-    from tango_rt import Tango
-
-    ort = Tango(str(onnx_dir), backend="onnxruntime")
+def test_fp32_networks_match_torch_at_other_shapes(ov_tango, tiny_tango, name):
     config = ov_tango.pipeline.config
     feeds = component_specs(config)[name].sample_inputs(dims(config, 3, 11, 40), config, seed=4)
-    metrics = compare(ov_tango.pipeline.components[name](**feeds), ort.pipeline.components[name](**feeds))
+    metrics = compare(ov_tango.pipeline.components[name](**feeds), tiny_tango.pipeline.components[name](**feeds))
     assert metrics["cosine"] >= thresholds("fp32")[0] and metrics["snr_db"] >= thresholds("fp32")[1]
 
 
-def test_bf16_runs_in_bf16_within_its_thresholds_or_is_refused(onnx_dir, ov_tango):
+def test_bf16_runs_in_bf16_within_its_thresholds_or_is_refused(onnx_dir, tiny_tango):
     from tango_rt import Tango
 
     if not _bf16_here():
@@ -69,7 +66,8 @@ def test_bf16_runs_in_bf16_within_its_thresholds_or_is_refused(onnx_dir, ov_tang
     low_cosine, low_snr = thresholds("bf16")
     for name in COMPONENTS:
         feeds = component_specs(config)[name].sample_inputs(dims(config, 1, 16), config, seed=6)
-        metrics = compare(bf16.pipeline.components[name](**feeds), ov_tango.pipeline.components[name](**feeds))
+        reference = tiny_tango.pipeline.components[name](**feeds)  # the torch FP32 reference
+        metrics = compare(bf16.pipeline.components[name](**feeds), reference)
         assert metrics["finite"] and metrics["cosine"] >= low_cosine and metrics["snr_db"] >= low_snr, (name, metrics)
         if name != "text_encoder":  # the precision policy keeps T5 in FP32
             assert metrics["snr_db"] < 120  # really BF16: not bit-identical to FP32
@@ -116,14 +114,14 @@ print("heavy:", sorted(m for m in ("torch", "transformers", "diffusers") if m in
     assert result.returncode == 0 and "heavy: []" in result.stdout, result.stdout + result.stderr
 
 
-def test_mixed_with_onnxruntime_and_the_model_cache(onnx_dir, ov_tango, tmp_path):
+def test_mixed_with_onnxruntime_and_the_model_cache(onnx_dir, tiny_tango, tmp_path):
     from tango_rt import Tango
 
     mixed = Tango(str(onnx_dir), backend="text_encoder=onnxruntime,default=openvino", cache_dir=str(tmp_path))
     assert {n: c.backend for n, c in mixed.pipeline.components.items()} == {
         "text_encoder": "onnxruntime", "unet": "openvino", "vae_decoder": "openvino", "vocoder": "openvino"}
     a = mixed.generate("water", steps=2, seed=1, scheduler="ddim")
-    b = ov_tango.generate("water", steps=2, seed=1, scheduler="ddim")
+    b = tiny_tango.generate("water", steps=2, seed=1, scheduler="ddim")  # the torch reference
     assert np.abs(a.astype(np.int32) - b).max() <= INT16_LSB
     assert any(tmp_path.iterdir()), "compiled models were cached"
 
@@ -153,21 +151,21 @@ def test_unet_memory_breakdown_records_every_stage(onnx_dir):
 
 
 @pytest.mark.parametrize("name", ["text_encoder", "unet"])
-def test_static_shapes_pad_prompt_lengths_to_one_compile(onnx_dir, ov_tango, name):
+def test_static_shapes_pad_prompt_lengths_to_one_compile(onnx_dir, tiny_tango, name):
     """Static shapes compile per input shape: prompt lengths 5 and 9 share one padded shape (a multiple of 16
-    tokens, masked out), and the real positions compute what the dynamic-shape network computes."""
+    tokens, masked out), and the real positions compute what the torch reference computes."""
     from conftest import TOL_EMBEDDINGS, TOL_UNET
     from tango_rt import Tango
     from tango_rt.runtime.backends.ov_backend import TEXT_BUCKET
 
     static = Tango(str(onnx_dir), backend="openvino", static_shapes=True, cache_dir="").pipeline.components[name]
-    config = ov_tango.pipeline.config
+    config = tiny_tango.pipeline.config
     for text_len in (5, 9):
         feeds = component_specs(config)[name].sample_inputs(dims(config, 2, text_len, 16), config, seed=text_len)
         if "attention_mask" in feeds:
             feeds["attention_mask"][:, -2:] = 0  # padding inside the prompt stays what it was
         out = static(**feeds)
-        np.testing.assert_allclose(out, ov_tango.pipeline.components[name](**feeds),
+        np.testing.assert_allclose(out, tiny_tango.pipeline.components[name](**feeds),
                                    **(TOL_EMBEDDINGS if name == "text_encoder" else TOL_UNET))
     assert len(static.compiled) == 1
     assert next(iter(static.compiled))[component_specs(config)[name].input_names.index(
