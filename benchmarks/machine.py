@@ -7,7 +7,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from ..runtime.artifacts import library_versions
+from ..export.folders import library_versions
 
 
 def cpu_model() -> str:

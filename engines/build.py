@@ -17,16 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..runtime.artifacts import (
-    SCHEDULER_FILE,
-    TOKENIZER_DIR,
-    file_entry,
-    is_artifact,
-    log,
-    open_artifact,
-    prepare_output_folder,
-    write_manifest,
-)
+from ..export.folders import file_entry, log, prepare_output_folder, write_manifest
+from ..runtime.artifacts import SCHEDULER_FILE, TOKENIZER_DIR, is_artifact, open_artifact
 from ..runtime.errors import ArtifactError, BackendError
 from ..runtime.precision import FP16, FP32
 from ..runtime.specs import COMPONENTS, DimRange, component_specs

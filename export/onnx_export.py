@@ -16,15 +16,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..runtime.artifacts import (
-    SCHEDULER_FILE,
-    TOKENIZER_DIR,
-    file_entry,
-    library_versions,
-    log,
-    prepare_output_folder,
-    write_manifest,
-)
+from ..runtime.artifacts import SCHEDULER_FILE, TOKENIZER_DIR
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import ArtifactError, warn
@@ -33,6 +25,7 @@ from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
 from .attention_fusion import write_ort_graph
 from .check import compare, passes
+from .folders import file_entry, library_versions, log, prepare_output_folder, write_manifest
 from .precision import compress_weights_int8, convert_to_fp16, quantize_int8
 
 DEFAULT_OPSET = 17

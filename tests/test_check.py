@@ -48,7 +48,7 @@ def test_a_corrupted_graph_fails(onnx_dir, tmp_path, graph):
     that graph and only that one."""
     from onnx import numpy_helper
 
-    from tango_rt.runtime.artifacts import file_entry
+    from tango_rt.export.folders import file_entry
 
     folder = tmp_path / "broken"
     shutil.copytree(onnx_dir, folder)

@@ -243,7 +243,7 @@ def test_incompatible_manifest_version(onnx_dir, tmp_path):
 def test_foreign_graph_is_refused(onnx_dir, tmp_path):
     """A graph swapped for another component's, with the manifest updated to match its bytes."""
     from tango_rt import Tango
-    from tango_rt.runtime.artifacts import file_entry
+    from tango_rt.export.folders import file_entry
 
     folder = _copy(onnx_dir, tmp_path)
     shutil.copy(folder / "vocoder.onnx", folder / "unet.onnx")
@@ -492,7 +492,7 @@ def test_manifest_entries_outside_the_folder_are_refused(onnx_dir, name, tmp_pat
 
 
 def test_force_replaces_only_folders_tango_rt_wrote_and_never_its_input(tmp_path):
-    from tango_rt.runtime.artifacts import prepare_output_folder
+    from tango_rt.export.folders import prepare_output_folder
 
     mine = tmp_path / "mine"
     prepare_output_folder(mine, force=False)

@@ -326,7 +326,8 @@ def test_load_components_shares_one_activation_buffer(tmp_path, onnx_dir, specs)
     """Engine folder + manifest as `build` writes them; contexts share the largest activation allocation."""
     import shutil
 
-    from tango_rt.runtime.artifacts import file_entry, open_artifact
+    from tango_rt.export.folders import file_entry
+    from tango_rt.runtime.artifacts import open_artifact
 
     folder = tmp_path / "engines"
     shutil.copytree(onnx_dir, folder)
