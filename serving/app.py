@@ -80,16 +80,21 @@ async def handle_generate(service: Service, request: Request, body: GenerateRequ
     return response
 
 
-def handle_live(service: Service) -> Response:
-    """Alive unless the worker thread died (a supervisor should restart the process; it also exits by itself)."""
+def _worker_dead(service: Service) -> JSONResponse | None:
+    """The 503 every endpoint but metrics answers once the worker thread died, else None."""
     if service.worker_failure:
         return error(503, "worker_dead", f"the worker thread died: {service.worker_failure}")
-    return JSONResponse({"status": "alive"})
+    return None
+
+
+def handle_live(service: Service) -> Response:
+    """Alive unless the worker thread died (a supervisor should restart the process; it also exits by itself)."""
+    return _worker_dead(service) or JSONResponse({"status": "alive"})
 
 
 def handle_ready(service: Service) -> Response:
-    if service.worker_failure:
-        return error(503, "worker_dead", f"the worker thread died: {service.worker_failure}")
+    if dead := _worker_dead(service):
+        return dead
     if service.load_error:
         return error(503, "load_failed", service.load_error)
     if service.draining:
@@ -148,8 +153,8 @@ def _retry_after(service: Service) -> str:
 
 async def _generate(service: Service, request: Request, body: GenerateRequest, request_id: str) -> Response:
     arrived = time.monotonic()
-    if service.worker_failure:
-        return error(503, "worker_dead", f"the worker thread died: {service.worker_failure}")
+    if dead := _worker_dead(service):
+        return dead
     if service.draining or not service.ready.is_set():
         service.metrics.rejections.labels("unavailable").inc()
         state = "draining" if service.draining else "loading"

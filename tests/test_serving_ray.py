@@ -62,3 +62,26 @@ def test_two_replicas_share_the_load_and_survive_a_killed_replica(tiny_tango):
         assert statuses[-4:] == [200] * 4, statuses  # after the kill is noticed, every request succeeds
     finally:
         srv.terminate(timeout=120)
+
+
+def test_ray_checks_the_key_first_applies_the_caps_and_stops_a_late_job_between_steps(tmp_path):
+    """The same gate, caps and withdrawal on the Ray front door: 401 before the body is parsed, 422 past a cap, and
+    a request past its deadline gets 504 while its job leaves the replica at the next UNet step."""
+    key = tmp_path / "key"
+    key.write_text("k3y")
+    srv = ServerProcess("--ray", "--replicas", "1", "--api-key-file", str(key), "--timeout", "4", "--max-steps", "60")
+    auth = {"Authorization": "Bearer k3y"}
+    try:
+        srv.wait_ready(timeout=300)
+        bad = srv.client.post("/v1/audio/generate", content=b"{not json", headers={"content-type": "application/json"})
+        assert bad.status_code == 401
+        capped = srv.client.post("/v1/audio/generate", json={"prompt": "x", **FAST, "steps": 61}, headers=auth)
+        assert capped.status_code == 422 and "max_steps 60" in capped.json()["error"]["message"]
+        started = time.monotonic()
+        late = srv.client.post("/v1/audio/generate", json={"prompt": "slow", "steps": 40, "scheduler": "ddim"},
+                               headers=auth)
+        assert late.status_code == 504
+        fast = srv.client.post("/v1/audio/generate", json={"prompt": "next", **FAST}, headers=auth)
+        assert fast.status_code == 200 and time.monotonic() - started < 9  # the late job ran ~4 s, not ~10 s
+    finally:
+        srv.terminate(timeout=120)
