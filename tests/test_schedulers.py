@@ -272,3 +272,55 @@ def test_training_keys_still_come_from_the_checkpoint_config():
     config = {**default_scheduler_config(), "prediction_type": "epsilon"}
     assert make_scheduler("ddim", config).config.prediction_type == "epsilon"
     assert make_scheduler("unipc", use_karras_sigmas=True, sigma_min=0.1).config.sigma_min == 0.1
+
+
+class _Img2Img:
+    """What diffusers' StableDiffusionImg2ImgPipeline.get_timesteps reads of its pipeline: the scheduler."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+
+EDIT_CASES = [(name, steps, strength, options) for name in SCHEDULER_NAMES
+              for steps, strength, options in [(25, 0.5, {}), (15, 0.3, {}), (20, 1.0, {}),
+                                               (15, 0.6, {"use_karras_sigmas": True})]
+              if not (name == "euler-a" and options)]  # euler-a takes no Karras sigmas
+
+
+@pytest.mark.parametrize(("name", "steps", "strength", "options"), EDIT_CASES)
+def test_edit_start_and_add_noise_match_diffusers(name, steps, strength, options):
+    """The start step of an edit is diffusers' image-to-image rule (its own get_timesteps), and add_noise at that
+    step and at every later one equals the diffusers class's add_noise (with its begin index set as the pipeline
+    sets it). Tolerance: a few float32 roundings of a magnitude-1 sum (sqrt / vp of one sigma, two products)."""
+    from tango_rt.runtime.schedulers.base import first_step
+
+    ours, ref = make_scheduler(name, **options), _reference(name, default_scheduler_config(), options)
+    timesteps = ours.set_timesteps(steps)
+    ref.set_timesteps(steps)
+    reference_steps, remaining = diffusers.StableDiffusionImg2ImgPipeline.get_timesteps(
+        _Img2Img(ref), steps, strength, "cpu")
+    start = first_step(steps, strength)
+    assert remaining == steps - start
+    assert_timesteps_match(ours, timesteps[start:], reference_steps.numpy())
+    rng = np.random.default_rng(steps)
+    x0, eps = rng.standard_normal(SHAPE, dtype=np.float32), rng.standard_normal(SHAPE, dtype=np.float32)
+    for index in range(start, steps):
+        if hasattr(ref, "set_begin_index"):
+            ref.set_begin_index(index)
+            ref._step_index = None
+        expected = ref.add_noise(torch.from_numpy(x0), torch.from_numpy(eps), ref.timesteps[index : index + 1])
+        got = ours.add_noise(x0, eps, index)
+        magnitude = float(np.abs(x0).max() + np.abs(eps).max() * max(1.0, float(ours.init_noise_sigma)))
+        np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=OPS_ROUNDINGS * U * magnitude)
+
+
+def test_add_noise_at_the_end_of_the_run_is_the_clean_sample():
+    x0 = np.ones(SHAPE, np.float32)
+    for name in ("ddpm", "ddim", "unipc", "euler"):
+        scheduler = make_scheduler(name)
+        scheduler.set_timesteps(10)
+        np.testing.assert_array_equal(scheduler.add_noise(x0, np.full(SHAPE, 5, np.float32), 10), x0)
+    with pytest.raises(InputError, match=r"strength must be in \(0, 1\]"):
+        from tango_rt.runtime.schedulers.base import first_step
+
+        first_step(10, 0)

@@ -74,6 +74,12 @@ class Scheduler:
         """What the UNet sees at step `index` (sigma-based samplers divide by sqrt(sigma^2 + 1))."""
         return sample
 
+    def add_noise(self, original: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """`original` (clean latents) noised to the level the sample has when step `index` begins, in this sampler's
+        parameterisation (diffusers' add_noise for the class; index == len(timesteps): the end of the run, clean).
+        The one masked loop uses it to start from audio (img2img) and to re-noise known frames."""
+        raise NotImplementedError
+
     def needs_noise(self, index: int) -> bool:
         """Whether step `index` takes a standard-normal tensor."""
         return False
@@ -115,3 +121,11 @@ def solver_grid(config: SchedulerConfig, steps: int, last_timestep: int) -> np.n
     else:
         ts = np.arange(last_timestep, 0, -config.num_train_timesteps / steps).round().astype(np.int64) - 1
     return ts.copy()
+
+
+def first_step(steps: int, strength: float) -> int:
+    """The step an edit of `strength` in (0, 1] starts at: diffusers' image-to-image rule (get_timesteps:
+    init_timestep = min(int(steps * strength), steps), start = steps - init_timestep), for first-order samplers."""
+    if not 0 < strength <= 1:
+        raise InputError(f"strength must be in (0, 1], got {strength!r}")
+    return max(steps - min(int(steps * strength), steps), 0)

@@ -14,6 +14,13 @@ class _AlphaScheduler(Scheduler):
     def _grid(self, steps: int) -> np.ndarray:
         return discrete_grid(self.config, steps)
 
+    def add_noise(self, original: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise at t = timesteps[index], as diffusers."""
+        if index >= len(self.timesteps):
+            return original
+        alpha = self.alphas_cumprod[self.timesteps[index]]
+        return np.sqrt(alpha) * original + np.sqrt(F32(1) - alpha) * noise
+
     def _predict(self, model_output: np.ndarray, t: int, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(x0 clipped as the config says, epsilon from the unclipped x0), in diffusers' operation order."""
         alpha_t = self.alphas_cumprod[t]

@@ -39,6 +39,11 @@ class MultistepSigmas(Scheduler):
         self.sigmas = np.concatenate([sigmas, [final_sigma(self.config.final_sigmas_type, table)]]).astype(F32)
         return timesteps
 
+    def add_noise(self, original: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
+        """alpha_t x0 + sigma_t noise at sigmas[index] (VP form of the sigma), as diffusers' DPM-Solver / UniPC."""
+        alpha_t, sigma_t, _ = vp(self.sigmas[index])
+        return alpha_t * original + sigma_t * noise
+
     def _karras_range(self, table: np.ndarray) -> tuple[float, float]:
         low = self.config.sigma_min if self.config.sigma_min is not None else float(table[0])
         high = self.config.sigma_max if self.config.sigma_max is not None else float(table[-1])
