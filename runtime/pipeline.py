@@ -20,6 +20,7 @@ from .config import PipelineConfig
 from .errors import InputError, Interrupted
 from .noise import NoiseSource
 from .schedulers import Scheduler
+from .schedulers.base import first_step
 from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER, DimRange
 from .tokenizer import PromptTokenizer
 
@@ -36,6 +37,51 @@ class TextConditioning:
         """The conditioning of the clips `keep` (indices), both CFG halves."""
         rows = np.concatenate([keep, len(self.embeddings) // 2 + keep]) if self.guided else keep
         return TextConditioning(self.embeddings[rows], self.mask[rows], self.guided)
+
+
+@dataclass
+class Edit:
+    """The one masked loop's two optional inputs; audio in, variations, inpainting, extension, long-form and loops
+    are each one of them or both.
+
+    source: clean latents (rows, C, frames, bins) in the UNet's space (scale_factor x the VAE posterior mean).
+    strength: in (0, 1]. Below 1, sampling starts at diffusers' image-to-image step (`first_step`) from the source
+        noised there with the sampler's `add_noise`; at 1 it starts from pure noise.
+    known: bool (rows or 1, frames), True where the latent frames are the source's: after every step those frames
+        are replaced by the source noised to the next step's level (latent-diffusion / AudioLDM inpainting), and
+        at the end they are the source itself.
+    Random draws per row, in order: the initial tensor, then per step the sampler's noise (if it takes one) and,
+    with `known`, one more for re-noising (none after the last step). Recorded `noise=` cannot replay an edit."""
+
+    source: np.ndarray
+    strength: float = 1.0
+    known: np.ndarray | None = None
+
+    def check(self, shape: tuple[int, ...], noise: NoiseSource) -> None:
+        if self.source.shape != shape:
+            raise InputError(f"edit source latents have shape {self.source.shape}, the run needs {shape}")
+        if self.known is not None and (self.known.dtype != bool or self.known.ndim != 2
+                                       or self.known.shape[0] not in (1, shape[0]) or self.known.shape[1] != shape[2]):
+            raise InputError(f"known frames must be a bool array (1 or {shape[0]}, {shape[2]}), got "
+                             f"{self.known.dtype} {self.known.shape}")
+        if noise.noise is not None:
+            raise InputError("recorded noise= cannot replay an edit (it draws re-noising tensors): pass a seed")
+        first_step(1, self.strength)  # strength in (0, 1]
+
+    def frames_mask(self) -> np.ndarray:
+        """`known` broadcast over (rows, C, frames, bins)."""
+        return self.known[:, None, :, None]
+
+    def keep_known(self, latents: np.ndarray, scheduler: Scheduler, index: int, noise: NoiseSource,
+                   shape: tuple[int, ...]) -> np.ndarray:
+        """Known frames set to the source at the level step `index` starts from (the source itself at the end)."""
+        last = index >= len(scheduler.timesteps)
+        target = self.source if last else scheduler.add_noise(self.source, noise.step(0, shape), index)
+        return np.where(self.frames_mask(), target, latents)
+
+    def select(self, keep: np.ndarray) -> Edit:
+        known = self.known if self.known is None or len(self.known) == 1 else self.known[keep]
+        return Edit(self.source[keep], self.strength, known)
 
 
 class LiveRows:
@@ -111,23 +157,29 @@ class TangoPipeline:
         progress: bool = False,
         latent_frames: int | None = None,
         live: LiveRows | None = None,
+        edit: Edit | None = None,
     ) -> np.ndarray:
         """Run the guided sampling loop and return the final latents (N, C, frames, bins); with `live`, only of
-        the rows still wanted (`live.kept`)."""
+        the rows still wanted (`live.kept`). With `edit`, the one masked loop: it may start part-way from the
+        edit's source and keeps its known frames (see Edit)."""
         rows = len(text.embeddings) // (2 if text.guided else 1)
         shape = self.config.latent_shape(rows, latent_frames)
         scheduler.set_timesteps(steps)
         noise.check(shape, scheduler.noise_count(), scheduler.name)
-        latents = noise.initial(shape) * np.float32(scheduler.init_noise_sigma)
+        if edit is not None:
+            edit.check(shape, noise)
+        start, latents = self._start(scheduler, noise.initial(shape), steps, edit)
         unet, scale, drawn = self.components[UNET], np.float32(guidance), 0
-        for index, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc="denoising", leave=False)):
+        indices = range(start, len(scheduler.timesteps))
+        for index in tqdm(indices, disable=not progress, desc="denoising", leave=False):
             if live is not None and (keep := live.drop()) is not None:
                 latents, text, noise = latents[keep], text.select(keep), noise.select(keep)
+                edit = edit.select(keep) if edit is not None else None
                 scheduler.select_rows(keep)
                 shape = (len(keep), *shape[1:])
             model_input = scheduler.scale_model_input(latents, index)
             model_input = np.concatenate([model_input, model_input]) if text.guided else model_input
-            timestep = np.full(len(model_input), t, dtype=np.float32)
+            timestep = np.full(len(model_input), scheduler.timesteps[index], dtype=np.float32)
             output = unet(
                 sample=model_input,
                 timestep=timestep,
@@ -141,7 +193,23 @@ class TangoPipeline:
             if scheduler.needs_noise(index):
                 step_noise, drawn = noise.step(drawn, shape), drawn + 1
             latents = scheduler.step(output, index, latents, step_noise)
+            if edit is not None and edit.known is not None:
+                latents = edit.keep_known(latents, scheduler, index + 1, noise, shape)
         return assert_finite(latents, "denoising loop (final latents)")
+
+    @staticmethod
+    def _start(scheduler: Scheduler, initial: np.ndarray, steps: int, edit: Edit | None) -> tuple[int, np.ndarray]:
+        """(first step, latents there): pure noise at step 0, or for an edit of strength < 1 the source noised
+        to the level of diffusers' image-to-image start step; known frames start as the noised source."""
+        if edit is None:
+            return 0, initial * np.float32(scheduler.init_noise_sigma)
+        if edit.strength < 1:
+            start = first_step(steps, edit.strength)
+            return start, scheduler.add_noise(edit.source, initial, start)
+        latents = initial * np.float32(scheduler.init_noise_sigma)
+        if edit.known is not None:
+            latents = np.where(edit.frames_mask(), scheduler.add_noise(edit.source, initial, 0), latents)
+        return 0, latents
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Latents -> mel (N, 1, frames, bins) -> float waveform (N, samples)."""
@@ -159,9 +227,10 @@ class TangoPipeline:
         progress: bool = False,
         latent_frames: int | None = None,
         live: LiveRows | None = None,
+        edit: Edit | None = None,
     ) -> np.ndarray:
         """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ...; with `live`,
-        of the rows in `live.kept` only."""
+        of the rows in `live.kept` only; with `edit`, through the masked loop."""
         text = self.encode_text(prompts, samples, guided=guidance > 1.0)
-        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames, live)
+        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames, live, edit)
         return self.decode(latents)
