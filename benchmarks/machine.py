@@ -7,7 +7,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from ..export.folders import library_versions
+from ..runtime.versions import library_versions
 
 
 def cpu_model() -> str:

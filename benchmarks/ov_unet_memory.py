@@ -47,7 +47,7 @@ def measure(folder: str, precision: str) -> dict:
     if precision == BF16:  # static shapes, as the backend compiles BF16 (see runtime/backends/ov_backend.py)
         model.reshape({name: list(array.shape) for name, array in feeds.items()})
     started = time.perf_counter()
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": {FP32: "f32", BF16: BF16}[precision],
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": {FP32: "f32", BF16: "bf16"}[precision],
                                                  "PERFORMANCE_HINT": "LATENCY"})
     del model
     record("compiled, model dropped", started)

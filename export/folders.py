@@ -3,10 +3,8 @@ progress lines. Reading them is the runtime's (runtime/artifacts.py), which neve
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import platform
 import shutil
 import sys
 from collections.abc import Sequence
@@ -36,17 +34,6 @@ def write_manifest(out: Path, fields: dict[str, Any]) -> dict[str, Any]:
 
 def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def library_versions(*names: str) -> dict[str, str]:
-    """Versions of the named distributions that are installed, plus Python's."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for name in names:
-        with contextlib.suppress(PackageNotFoundError):
-            versions[name] = version(name)
-    return versions
 
 
 OUTPUT_MARK = ".tango-rt-output"  # written first into every output folder, so --force knows a partial one is ours

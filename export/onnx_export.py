@@ -23,9 +23,10 @@ from ..runtime.errors import ArtifactError, warn
 from ..runtime.precision import EXPORT_PRECISIONS, FP16, FP32, INT8_WEIGHTS, component_precision
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
+from ..runtime.versions import library_versions
 from .attention_fusion import write_ort_graph
 from .check import compare, passes
-from .folders import file_entry, library_versions, log, prepare_output_folder, write_manifest
+from .folders import file_entry, log, prepare_output_folder, write_manifest
 from .precision import compress_weights_int8, convert_to_fp16, quantize_int8
 
 DEFAULT_OPSET = 17

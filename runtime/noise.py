@@ -66,14 +66,10 @@ class NoiseSource:
             if array.shape != shape:
                 raise InputError(f"noise[{i}] has shape {array.shape}, expected {shape}")
 
-    def rows(self, start: int, stop: int) -> NoiseSource:
-        """The same source restricted to rows [start, stop): one batch of generate_for_batch."""
-        latents = None if self.latents is None else self.latents[start:stop]
-        noise = None if self.noise is None else [n[start:stop] for n in self.noise]
-        return NoiseSource(self.generators[start:stop], latents, noise)
-
-    def select(self, keep: np.ndarray) -> NoiseSource:
-        """The same source restricted to the rows `keep` (indices): the loop dropping withdrawn rows."""
+    def select(self, keep: np.ndarray | range) -> NoiseSource:
+        """The same source restricted to the rows `keep` (indices): one batch of generate_for_batch, or the loop
+        dropping withdrawn rows."""
+        keep = np.asarray(keep, dtype=np.int64)
         latents = None if self.latents is None else self.latents[keep]
         noise = None if self.noise is None else [n[keep] for n in self.noise]
         return NoiseSource([self.generators[i] for i in keep], latents, noise)

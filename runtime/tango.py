@@ -231,7 +231,7 @@ class Tango:
         waves = []
         for start in tqdm(starts, disable=disable_progress or len(starts) == 1, desc="batches"):
             batch = prompts[start : start + batch_size]
-            part = source.rows(start * samples, (start + len(batch)) * samples)
+            part = source.select(range(start * samples, (start + len(batch)) * samples))
             waves.append(self.pipeline(batch, sampler, steps, guidance, samples, part, not disable_progress, frames,
                                        live))
         audio = to_int16(np.concatenate(waves))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import platform
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
+
+from ..runtime.versions import library_versions
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
 
@@ -17,8 +17,9 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds, ...
         PlatformCollector(registry=r)  # python_info
+        versions = library_versions("numpy")
         Info("tango_build", "tango-rt build", registry=r).info(
-            {"version": __version__, "python": platform.python_version(), "numpy": _version("numpy")})
+            {"version": __version__, "python": versions["python"], "numpy": versions.get("numpy", "unknown")})
         self.withdrawn = Counter("tango_jobs_withdrawn", "Jobs stopped inside a batch (between UNet steps or before "
                                  "their batch ran) because the client went away or the deadline passed", ["reason"],
                                  registry=r)
@@ -37,11 +38,3 @@ class Metrics:
         self.latency = Histogram("tango_request_seconds", "End-to-end latency of successful requests",
                                  buckets=LATENCY_BUCKETS, registry=r)
 
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"

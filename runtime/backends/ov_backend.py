@@ -32,7 +32,7 @@ from ..precision import BF16, FP16, FP32, PRECISION_POLICY
 from ..specs import ComponentSpec, component_specs
 from .base import Component
 
-PRECISIONS = {FP32: "f32", BF16: BF16}
+PRECISIONS = {FP32: "f32", BF16: "bf16"}  # our name -> OpenVINO's type name
 HINTS = ("LATENCY", "THROUGHPUT")
 DEFAULT_CACHE = Path.home() / ".cache" / "tango-rt" / "openvino"
 OV_TYPES = {"f32": "float32", "i64": "int64", "boolean": "bool", "f16": "float16"}
@@ -158,7 +158,7 @@ def _effective(compiled) -> str:
     """The inference precision the compiled network really uses, as OpenVINO reports it."""
     value = compiled.get_property("INFERENCE_PRECISION_HINT")
     name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
-    return {"f32": FP32, BF16: BF16, "f16": FP16}.get(name, name)
+    return {"f32": FP32, "bf16": BF16, "f16": FP16}.get(name, name)
 
 
 def load_components(

@@ -16,9 +16,11 @@ from ..errors import ArtifactError, BackendError
 def rebuild_command(manifest: Mapping[str, Any], folder: str) -> str:
     onnx = manifest.get("built_from", {}).get("folder", "<exported ONNX folder>")
     static = manifest.get("tensorrt", {}).get("static")
-    extra = f" --static --batch {static['batch']} --text-len {static['text_len']}" if static else ""
     ranges = manifest.get("shape_ranges", {})
-    if not static and "batch" in ranges and "latent_frames" in ranges and "pipeline" in manifest:
+    extra = ""
+    if static:
+        extra = f" --static --batch {static['batch']} --text-len {static['text_len']}"
+    elif "batch" in ranges and "latent_frames" in ranges and "pipeline" in manifest:
         seconds = PipelineConfig.from_dict(manifest["pipeline"]).duration(ranges["latent_frames"][2])
         extra = f" --max-batch {ranges['batch'][2]} --max-duration {seconds:.2f}"
     return f"tango-rt build --onnx {onnx} --out {folder} --force{extra}"
