@@ -1,4 +1,5 @@
-"""`tango-rt export`: the four networks to ONNX, plus everything the lean runtime needs, in one folder.
+"""`tango-rt export`: the networks to ONNX (the four of generation and the VAE encoder of audio input), plus
+everything the lean runtime needs (tokenizer, scheduler config, the audio front end's buffers), in one folder.
 
 Driven by the component declarations (runtime/specs.py): the same IO names, dynamic axes and sample inputs the
 runtime checks against. Export uses torch's TorchScript exporter (dynamo=False): with dynamic batch and text
@@ -16,12 +17,12 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..runtime.artifacts import SCHEDULER_FILE, TOKENIZER_DIR
+from ..runtime.artifacts import FRONT_END, SCHEDULER_FILE, TOKENIZER_DIR
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import ArtifactError, warn
 from ..runtime.precision import EXPORT_PRECISIONS, FP16, FP32, INT8_WEIGHTS, component_precision
-from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
+from ..runtime.specs import COMPONENTS, VAE_ENCODER, ShapeProfile, component_specs, dims
 from ..runtime.tokenizer import TOKENIZER_FILES
 from ..runtime.versions import library_versions
 from .attention_fusion import write_ort_graph
@@ -34,8 +35,8 @@ EXTERNAL_DATA_THRESHOLD = 1 << 30  # protobuf caps a graph at 2 GB: above 1 GB o
 EXPORT_BATCH, EXPORT_TEXT_LEN = 1, 7  # odd sizes on purpose: see the module docstring
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 # What this exporter writes, bumped when a folder's contents change meaning; a cached export of another revision
-# is redone (revision 2: the ONNX Runtime graphs with fused attention)
-EXPORT_REVISION = 2
+# is redone (revision 2: the ONNX Runtime graphs with fused attention; 3: the VAE encoder and the audio front end)
+EXPORT_REVISION = 3
 
 
 PRECISIONS = EXPORT_PRECISIONS
@@ -153,11 +154,13 @@ def _ort_graph_entry(out: Path, target: Path, feeds: dict, precision: str) -> di
 
 
 def _run_cpu(path: Path, feeds: dict):
-    """One run of a graph on ONNX Runtime's CPU provider (the session is freed on return)."""
+    """One run of a graph on ONNX Runtime's CPU provider, every output flattened into one vector (the session is
+    freed on return)."""
+    import numpy as np
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)[0]
+    return np.concatenate([output.ravel() for output in session.run(None, feeds)])
 
 
 def _ir_entries(out: Path, target: Path, compressed: int) -> dict:
@@ -217,6 +220,7 @@ def export_onnx(
         size = entries[name]["size"] + sum(e["size"] for e in entries[name]["external_data"])
         log(f"[{index}/{len(names)}] {name}: done in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB")
     _copy_text_files(checkpoint, out)
+    front_end = _write_front_end(checkpoint, out) if VAE_ENCODER in names else None
     write_manifest(out, {
         "source": {"model": _source_reference(model), "weights_digest": checkpoint.weights_digest()},
         "pipeline": config.to_dict(),
@@ -225,8 +229,20 @@ def export_onnx(
         "exporter": {"method": EXPORTER, "revision": EXPORT_REVISION, "versions": library_versions(
             "torch", "transformers", "diffusers", "onnx", "onnxruntime")},
         "components": entries,
+        **({FRONT_END: front_end} if front_end else {}),
     })
     return out
+
+
+def _write_front_end(checkpoint, out: Path) -> dict:
+    """The audio -> log-mel front end's buffers (from the checkpoint's pytorch_model_stft.bin, a torch file the
+    lean path cannot read) as numpy arrays, with its stft config: what audio input needs besides the VAE encoder."""
+    import numpy as np
+
+    frontend = checkpoint.mel_frontend()
+    name = f"{FRONT_END}.npz"
+    np.savez(out / name, **frontend.arrays())
+    return {**file_entry(out, name), "config": frontend.config}
 
 
 def reuse_or_export(

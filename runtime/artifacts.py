@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import mel
 from .checkpoint import Checkpoint
 from .config import PipelineConfig
 from .errors import ArtifactError, CheckpointError
 from .files import HUB_ID, sha256_files
+from .mel import MelFrontEnd
 from .specs import DimRange
 from .tokenizer import PromptTokenizer
 
@@ -26,6 +28,7 @@ FORMAT = "tango-rt-artifact"
 FORMAT_VERSION = 1
 TOKENIZER_DIR = "tokenizer"
 SCHEDULER_FILE = "scheduler_config.json"
+FRONT_END = "mel_frontend"  # manifest key (and file stem) of the audio front end's buffers (audio in)
 
 
 def inside(root: Path, name: str) -> Path:
@@ -61,15 +64,19 @@ def artifact_root(model: str, revision: str | None = None) -> Path | None:
     return root if is_artifact(root) else None
 
 
-def fetch_components(model: str, artifact: Artifact, names: Sequence[str], revision: str | None = None) -> None:
-    """Download the files of the components `names` of a Hub-hosted export into its snapshot (no-op for a local
-    folder or files already cached): a torch text encoder mixed with ONNX Runtime networks fetches no T5 graph."""
-    if is_artifact(Path(model).expanduser()) or not names:
+def fetch_components(model: str, artifact: Artifact, names: Sequence[str], revision: str | None = None,
+                     front_end: bool = False) -> None:
+    """Download the files of the components `names` (and of the audio front end) of a Hub-hosted export into its
+    snapshot (no-op for a local folder or files already cached): a torch text encoder mixed with ONNX Runtime
+    networks fetches no T5 graph, and generation fetches no VAE encoder."""
+    if is_artifact(Path(model).expanduser()) or not (names or front_end):
         return
     from .checkpoint import hub_download
 
     files = [item["file"] for name in names if name in artifact.manifest["components"]
              for item in Artifact._file_items(artifact.manifest["components"][name])]
+    if front_end and FRONT_END in artifact.manifest:
+        files.append(artifact.manifest[FRONT_END]["file"])
     hub_download(model, tuple(files), "exported model", revision)
 
 
@@ -111,27 +118,35 @@ class Artifact:
 
     def files(self, name: str, fmt: str) -> list[Path]:
         """Paths of a component's files after checking they exist with the recorded size."""
-        entry = self.component(name, fmt)
-        paths = []
-        for item in self._file_items(entry):
-            path = inside(self.root, item["file"])
-            if not path.is_file():
-                raise ArtifactError(f"{path} is missing; the folder is incomplete: re-export it with --force")
-            if path.stat().st_size != item["size"]:
-                raise ArtifactError(
-                    f"{path} has {path.stat().st_size} bytes but the manifest recorded {item['size']}: it changed "
-                    "after export (stale or partial copy); re-export it with --force"
-                )
-            paths.append(path)
-        return paths
+        return [self._checked(item) for item in self._file_items(self.component(name, fmt))]
+
+    def _checked(self, item: dict[str, Any]) -> Path:
+        """The path of a manifest file entry, inside the folder, present, with the recorded size."""
+        path = inside(self.root, item["file"])
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing; the folder is incomplete: re-export it with --force")
+        if path.stat().st_size != item["size"]:
+            raise ArtifactError(
+                f"{path} has {path.stat().st_size} bytes but the manifest recorded {item['size']}: it changed "
+                "after export (stale or partial copy); re-export it with --force"
+            )
+        return path
+
+    def mel_frontend(self) -> MelFrontEnd:
+        """The audio -> log-mel front end the export copied from its checkpoint (runtime/mel.py)."""
+        entry = self.manifest.get(FRONT_END)
+        if entry is None:
+            raise ArtifactError(f"{self.root} has no audio front end (exported by an earlier tango-rt, before audio "
+                                "input): re-export it with `tango-rt export --force`")
+        return mel.load_npz(self._checked(entry), entry["config"])
 
     def verify_hashes(self) -> None:
         """Full integrity check (SHA-256 of every file): slower, done by `tango-rt check`."""
-        for name, entry in self.manifest["components"].items():
-            paths = self.files(name, entry["format"])
-            for path, item in zip(paths, self._file_items(entry), strict=True):
-                if sha256_files([path]) != item["sha256"]:
-                    raise ArtifactError(f"{path} does not match its manifest digest: it changed after export")
+        items = [item for entry in self.manifest["components"].values() for item in self._file_items(entry)]
+        for item in [*items, *([self.manifest[FRONT_END]] if FRONT_END in self.manifest else [])]:
+            path = self._checked(item)
+            if sha256_files([path]) != item["sha256"]:
+                raise ArtifactError(f"{path} does not match its manifest digest: it changed after export")
 
     def check_source(self, checkpoint: Checkpoint) -> None:
         """Torch components mixed in must come from the same weights the graphs were exported from."""

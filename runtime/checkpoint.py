@@ -8,7 +8,7 @@ Layout of a release (declare-lab/tango, tango2, tango-full, tango2-full, ...):
     pytorch_model_main.bin   text_encoder.* (T5 encoder) and unet.* (diffusers keys)
     pytorch_model_vae.bin    AudioLDM VAE keys and vocoder.* (HiFi-GAN)
     vocoder_config.json      optional HiFi-GAN hyper-parameters (the original hard-codes them)
-    stft_config.json, pytorch_model_stft.bin   audio -> mel front end, unused for generation, never downloaded
+    stft_config.json, pytorch_model_stft.bin   audio -> mel front end (audio in): fetched on first use only
 
 Only the files generation needs are downloaded: for google/flan-t5-large that is its config and tokenizer, not
 its 3 GB of weights (the T5 weights live in pytorch_model_main.bin).
@@ -32,6 +32,10 @@ DEFAULT_MODEL = "declare-lab/tango2"
 REQUIRED_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin", "pytorch_model_vae.bin")
 OPTIONAL_FILES = ("vocoder_config.json",)
 TEXT_ENCODER_FILES = ("config.json", *TOKENIZER_FILES)
+FRONT_END_FILES = ("stft_config.json", "pytorch_model_stft.bin")  # the audio -> mel front end (audio in)
+# TacotronSTFT's arguments in every Tango release: what a random-weight model's front end is built with
+DEFAULT_STFT = {"filter_length": 1024, "hop_length": 160, "win_length": 1024, "n_mel_channels": 64,
+                "sampling_rate": 16000, "mel_fmin": 0, "mel_fmax": 8000}
 WEIGHT_FILES = {"main": "pytorch_model_main.bin", "vae": "pytorch_model_vae.bin"}
 ORIGINAL_UNET_CONFIG_PATH = "configs/diffusion_model_config.json"  # relative to declare-lab/tango's source tree
 RANDOM_PREFIX = "random:"
@@ -87,6 +91,7 @@ class Checkpoint:
     root: Path | None = None
     random_seed: int = 0
     configs_only: bool = False  # read for `tango-rt info`: the weight files were not fetched
+    revision: str | None = None  # the Hub revision it was fetched at (the front end is fetched on first use)
 
     @property
     def is_random(self) -> bool:
@@ -114,6 +119,30 @@ class Checkpoint:
             path = resources.files("tango_rt.runtime").joinpath("data/toy_tokenizer.json")
             return PromptTokenizer(str(path))
         return PromptTokenizer.from_folder(self.tokenizer_dir)
+
+    def front_end_files(self) -> tuple[Path, Path]:
+        """(stft_config.json, pytorch_model_stft.bin): from the folder, or fetched now from the Hub (generation
+        does not need them, so they are not downloaded with the model)."""
+        root = self.root
+        if root is None:
+            raise CheckpointError(f"{self.source} has no files; random-weight models build their front end")
+        if not all((root / name).is_file() for name in FRONT_END_FILES) and HUB_ID.match(self.source) \
+                and not Path(self.source).expanduser().exists():
+            root = hub_download(self.source, FRONT_END_FILES, "audio front end", self.revision)
+        missing = [name for name in FRONT_END_FILES if not (root / name).is_file()]
+        if missing:
+            raise CheckpointError(f"{root} lacks {', '.join(missing)}: audio input needs the checkpoint's mel front "
+                                  "end (the original layout ships both files)")
+        return root / FRONT_END_FILES[0], root / FRONT_END_FILES[1]
+
+    def mel_frontend(self):
+        """The audio -> log-mel front end (runtime/mel.py) of this checkpoint."""
+        from . import mel
+
+        if self.is_random:
+            return mel.synthesized(DEFAULT_STFT)
+        config, weights = self.front_end_files()
+        return mel.load_torch_file(weights, mel.stft_config(_read_json(config), str(config)))
 
     def weights_digest(self) -> str:
         """SHA-256 over the weight files: what an exported artifact records as its source."""
@@ -213,6 +242,7 @@ def load_checkpoint(model: str = DEFAULT_MODEL, revision: str | None = None, wei
         tokenizer_dir=text_dir,
         weights={key: root / name for key, name in WEIGHT_FILES.items()} if weights else {},
         configs_only=not weights,
+        revision=revision,
     )
 
 

@@ -55,11 +55,33 @@ class PipelineConfig:
             length = (length - 1) * rate - 2 * ((kernel - rate) // 2) + kernel
         return length
 
+    @property
+    def samples_per_latent_frame(self) -> int:
+        """Waveform samples per latent frame: mel frames per latent frame x the vocoder's upsampling (the STFT
+        hop): 4 x 160 = 640 samples, 40 ms, for Tango."""
+        hop = 1
+        for rate in self.vocoder_upsample_rates:
+            hop *= rate
+        return self.vae_upsample * hop
+
+    @property
+    def mel_hop(self) -> int:
+        """Waveform samples per mel frame: the vocoder's total upsampling, which must equal the STFT hop."""
+        return self.samples_per_latent_frame // self.vae_upsample
+
     def latent_frames_for(self, seconds: float) -> int:
         """The fewest latent frames (a multiple of the UNet's downsampling) whose waveform covers `seconds`."""
-        target, frames = self.audio_samples(seconds), self.unet_downsample
-        while self.num_samples(self.mel_frames(frames)) < target:
-            frames += self.unet_downsample
+        return self.latent_frames_covering(self.audio_samples(seconds))
+
+    def latent_frames_covering(self, samples: int) -> int:
+        """The fewest latent frames (a multiple of the UNet's downsampling) whose waveform has `samples`. The
+        vocoder's output grows by `samples_per_latent_frame` per frame, so the count is computed, not searched."""
+        block = self.unet_downsample
+        per_block = self.num_samples(self.mel_frames(2 * block)) - self.num_samples(self.mel_frames(block))
+        first = self.num_samples(self.mel_frames(block))
+        frames = block * (1 + max(0, -(-(samples - first) // per_block)))
+        while self.num_samples(self.mel_frames(frames)) < samples:  # guards the linear model: at most one pass
+            frames += block
         return frames
 
     def audio_samples(self, seconds: float) -> int:

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .pipeline import TangoPipeline
-from .specs import COMPONENTS, UNET
+from .specs import UNET, VAE_ENCODER
 
-STAGES = ("tokenize", "text_encoder", "unet_step", "vae_decoder", "vocoder")
+STAGES = ("tokenize", "text_encoder", "unet_step", "vae_decoder", "vocoder")  # per generation
+EDIT_STAGES = ("audio_to_mel", VAE_ENCODER)  # per audio input (audio in: variations, inpainting, ...)
 
 
 class Recorder:
@@ -56,9 +57,14 @@ class Timed:
 
 
 def instrument(pipeline: TangoPipeline, recorder: Recorder) -> None:
-    """Wrap the pipeline's tokenizer and components in place. Components return host arrays, so a GPU stage's
-    time includes its synchronisation: these are wall-clock latencies as the loop sees them."""
+    """Wrap the pipeline's tokenizer and components in place, and those it loads later (the VAE encoder).
+    Components return host arrays, so a GPU stage's time includes its synchronisation: these are wall-clock
+    latencies as the loop sees them."""
     pipeline.tokenizer = Timed(pipeline.tokenizer, recorder, "tokenize")
-    for name in COMPONENTS:
-        stage = "unet_step" if name == UNET else name
-        pipeline.components[name] = Timed(pipeline.components[name], recorder, stage)
+
+    def timed(name: str, component: Any) -> Timed:
+        return Timed(component, recorder, "unet_step" if name == UNET else name)
+
+    for name in list(pipeline.components):
+        pipeline.components[name] = timed(name, pipeline.components[name])
+    pipeline.wrappers.append(timed)

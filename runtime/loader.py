@@ -7,16 +7,18 @@ TensorRT engines). Torch components need a checkpoint; an exported folder names 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .artifacts import artifact_root, fetch_components, is_artifact, open_artifact
+from .artifacts import Artifact, artifact_root, fetch_components, is_artifact, open_artifact
+from .backends.base import Component
 from .backends.registry import Backend, backend_for_format, get_backend, route_options
 from .checkpoint import Checkpoint, load_checkpoint
 from .checks import debug_enabled
-from .errors import BackendError
+from .errors import ArtifactError, BackendError
+from .mel import MelFrontEnd
 from .pipeline import TangoPipeline
-from .specs import COMPONENTS, UNET
+from .specs import COMPONENTS, CORE, UNET
 
 
 def parse_backends(backend: str | Mapping[str, str]) -> dict[str, Backend]:
@@ -47,11 +49,56 @@ def _check_formats(artifact, backends: Mapping[str, Backend]) -> None:
                            f"{backend_for_format(entry['format']).name!r} for it")
 
 
+class ComponentLoader:
+    """Loads networks with their backends, now (the core four) or on first use (the VAE encoder, for audio in),
+    and the audio front end: a pipeline keeps one so that generation never pays for what only editing uses."""
+
+    def __init__(self, model: str, backends: Mapping[str, Backend], routed: Mapping[str, dict], device: str | None,
+                 revision: str | None, artifact: Artifact | None, checkpoint: Checkpoint | None):
+        self.model, self.backends, self.routed, self.device = model, backends, routed, device
+        self.revision, self.artifact, self._checkpoint = revision, artifact, checkpoint
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The checkpoint torch networks load from (an export names the one it came from), read when first asked."""
+        if self._checkpoint is None:
+            artifact = self.artifact
+            self._checkpoint = load_checkpoint(artifact.source_model if artifact else self.model,
+                                               revision=None if artifact else self.revision)
+            if artifact:
+                artifact.check_source(self._checkpoint)
+        return self._checkpoint
+
+    def load(self, names: Sequence[str]) -> dict[str, Component]:
+        """The networks `names`, each on its backend (one load call per backend)."""
+        artifact, components = self.artifact, {}
+        lean = [n for n in names if self.backends[n].loads_from == "artifact"]
+        if artifact is not None:
+            absent = [n for n in lean if n not in artifact.manifest["components"]]
+            if absent:
+                raise ArtifactError(f"{artifact.root} has no {', '.join(absent)} (exported by an earlier tango-rt, "
+                                    "before audio input): re-export it with `tango-rt export --force`")
+            fetch_components(self.model, artifact, lean, self.revision)
+        for backend in sorted({self.backends[n].name: self.backends[n] for n in names}.values(), key=lambda b: b.name):
+            mine = [n for n in names if self.backends[n].name == backend.name]
+            source = self.checkpoint if backend.loads_from == "checkpoint" else artifact
+            loaded = backend.load().load_components(source, mine, device=self.device, **self.routed[backend.name])
+            components.update(loaded)
+        return {name: components[name] for name in names}
+
+    def frontend(self) -> MelFrontEnd:
+        """The audio -> log-mel front end: the export's copy, else the checkpoint's own files."""
+        if self.artifact is not None:
+            fetch_components(self.model, self.artifact, [], self.revision, front_end=True)
+            return self.artifact.mel_frontend()
+        return self.checkpoint.mel_frontend()
+
+
 def load_pipeline(
     model: str, backend: str | Mapping[str, str] = "torch", device: str | None = None, revision: str | None = None,
     **options: Any
 ) -> TangoPipeline:
-    """Load every component with its backend and assemble the pipeline.
+    """Load the core networks with their backends and assemble the pipeline (the VAE encoder loads on first use).
 
     model: a checkpoint or an exported folder, local or a Hub id (at `revision`: branch, tag or commit).
     options: precision ("fp32" | "fp16"), and backend-specific ones (providers, session_options, ...).
@@ -60,10 +107,9 @@ def load_pipeline(
     """
     backends = parse_backends(backend)
     chosen = sorted({b.name: b for b in backends.values()}.values(), key=lambda b: b.name)
-    backends_need_graphs = any(b.loads_from == "artifact" for b in chosen)
-    root = artifact_root(model, revision) if backends_need_graphs or is_artifact(model) else None
-    artifact = open_artifact(root) if root is not None else None
     lean = [b.name for b in chosen if b.loads_from == "artifact"]
+    root = artifact_root(model, revision) if lean or is_artifact(model) else None
+    artifact = open_artifact(root) if root is not None else None
     if artifact is None and lean:
         raise BackendError(
             f"backends {lean} run exported graphs: export first with "
@@ -72,23 +118,20 @@ def load_pipeline(
     if artifact is not None:
         _check_formats(artifact, backends)
     routed = route_options(chosen, options)
-    if artifact is not None:
-        fetch_components(model, artifact, [c for c in COMPONENTS if backends[c].loads_from == "artifact"], revision)
-    loaders = {b.name: b.load().load_components for b in chosen}
-    checkpoint: Checkpoint | None = None
-    if artifact is None or any(b.loads_from == "checkpoint" for b in chosen):
+    for entry in chosen:
+        entry.load()  # an uninstalled backend fails here, before any weights are read
+    checkpoint = None
+    if artifact is None or any(backends[name].loads_from == "checkpoint" for name in CORE):
         checkpoint = load_checkpoint(artifact.source_model if artifact else model, revision=None if artifact else
                                      revision)
         if artifact:
             artifact.check_source(checkpoint)
-    components = {}
-    for entry in chosen:
-        names = [c for c in COMPONENTS if backends[c].name == entry.name]
-        source = checkpoint if entry.loads_from == "checkpoint" else artifact
-        components.update(loaders[entry.name](source, names, device=device, **routed[entry.name]))
+    loader = ComponentLoader(model, backends, routed, device, revision, artifact, checkpoint)
+    components = loader.load(CORE)
     components[UNET].check_finite = debug_enabled()  # every step in debug mode; final latents always
     if artifact:
         return TangoPipeline(components, artifact.tokenizer(), artifact.pipeline_config, artifact.scheduler_config,
-                             artifact.ranges)
+                             artifact.ranges, loader)
     assert checkpoint is not None
-    return TangoPipeline(components, checkpoint.tokenizer(), checkpoint.pipeline_config(), checkpoint.scheduler_config)
+    return TangoPipeline(components, checkpoint.tokenizer(), checkpoint.pipeline_config(), checkpoint.scheduler_config,
+                         loader=loader)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -17,11 +18,12 @@ from tqdm.auto import tqdm
 from .backends.base import Component
 from .checks import assert_finite
 from .config import PipelineConfig
-from .errors import InputError, Interrupted
+from .errors import BackendError, InputError, Interrupted
+from .mel import MelFrontEnd
 from .noise import NoiseSource
 from .schedulers import Scheduler
 from .schedulers.base import first_step
-from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER, DimRange
+from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER, VOCODER, DimRange
 from .tokenizer import PromptTokenizer
 
 
@@ -108,7 +110,8 @@ class LiveRows:
 
 
 class TangoPipeline:
-    """Tokenizer + four components + scheduler config: everything one generation needs."""
+    """Tokenizer + the networks + scheduler config: everything one generation needs; the networks only editing
+    needs (the VAE encoder) and the audio front end are loaded on first use, through `loader`."""
 
     def __init__(
         self,
@@ -117,6 +120,7 @@ class TangoPipeline:
         config: PipelineConfig,
         scheduler_config: dict,
         ranges: Mapping[str, DimRange] | None = None,
+        loader: Any = None,
     ):
         self.components = dict(components)
         self.tokenizer = tokenizer
@@ -125,6 +129,34 @@ class TangoPipeline:
         self.ranges = dict(ranges or {})  # the shapes an exported folder was declared for; empty: any
         # engines built for a fixed text length get prompts padded up to it
         self.min_text_len = self.ranges["text_len"].min if "text_len" in self.ranges else 1
+        self.loader = loader  # runtime.loader.ComponentLoader: .load([name]) and .frontend()
+        self.wrappers: list[Callable[[str, Component], Component]] = []  # applied to networks loaded later
+        self._frontend: MelFrontEnd | None = None
+
+    def component(self, name: str) -> Component:
+        """A network by name, loaded now if it was not loaded with the model (the VAE encoder)."""
+        if name not in self.components:
+            if self.loader is None:
+                raise BackendError(f"{name} is not loaded and this pipeline has no loader for it")
+            component = self.loader.load([name])[name]
+            for wrap in self.wrappers:
+                component = wrap(name, component)
+            self.components[name] = component
+        return self.components[name]
+
+    def frontend(self) -> MelFrontEnd:
+        """The audio -> log-mel front end (runtime/mel.py), read on first use."""
+        if self._frontend is None:
+            if self.loader is None:
+                raise BackendError("this pipeline has no audio front end")
+            self._frontend = self.loader.frontend()
+        return self._frontend
+
+    def encode_mel(self, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log-mel (rows, mel_frames, bins) -> the VAE posterior's (mean, log-variance), each (rows, C, frames,
+        bins), not scaled: latents are scale_factor x a draw from it."""
+        mean, logvar = self.component(VAE_ENCODER)(mel=np.ascontiguousarray(mel[:, None], dtype=np.float32))
+        return mean, logvar
 
     def check_latent_frames(self, frames: int) -> None:
         """Refuse a clip length the exported graphs were not declared for, in seconds and with the fix."""

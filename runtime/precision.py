@@ -16,6 +16,7 @@ Why these parts:
   diffusers computes the time embedding in FP32 itself and SDPA's fused kernels accumulate the softmax in FP32,
   so no torch module needs hooks; the exported graph has no such guarantees, hence the ONNX node patterns.
 - VAE decoder: the mid-block attention over 4096 tokens (single head) is the overflow risk.
+- VAE encoder (audio in): the same mid-block attention at its lowest resolution, the same risk, the same island.
 - vocoder: HiFi-GAN's convolutions are well-conditioned in FP16.
 """
 
@@ -25,7 +26,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VOCODER
+from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER, VOCODER
 
 # The precision names, spelled once: what a backend's `precision` option, an export's manifest and bench variants say.
 FP32, FP16, BF16 = "fp32", "fp16", "bf16"
@@ -69,6 +70,10 @@ PRECISION_POLICY: dict[str, PrecisionPolicy] = {
         torch_modules=(r"(^|\.)decoder\.mid_block\.attentions\.\d+$",),
     ),
     VOCODER: PrecisionPolicy(),
+    VAE_ENCODER: PrecisionPolicy(
+        onnx_nodes=(r"/mid_block/attentions\.\d+/",),
+        torch_modules=(r"(^|\.)encoder\.mid_block\.attentions\.\d+$",),
+    ),
 }
 
 

@@ -5,7 +5,7 @@ runtime's input checks and every backend read these declarations; nothing else s
 Symbolic dimensions:
 
     cfg_batch      rows the text encoder and UNet see: 2 x batch under classifier-free guidance
-    batch          latents / clips per call: prompts x samples
+    batch          latents / clips per call: prompts x samples (the VAE and vocoder; clips encoded, for audio in)
     text_len       T5 tokens, padded to the longest prompt
     latent_frames  latent time axis (256 for 10.24 s); a multiple of the UNet's downsampling
     mel_frames     latent_frames x the VAE's upsampling
@@ -38,7 +38,9 @@ TEXT_ENCODER = "text_encoder"
 UNET = "unet"
 VAE_DECODER = "vae_decoder"
 VOCODER = "vocoder"
-COMPONENTS = (TEXT_ENCODER, UNET, VAE_DECODER, VOCODER)
+VAE_ENCODER = "vae_encoder"
+CORE = (TEXT_ENCODER, UNET, VAE_DECODER, VOCODER)  # what every generation runs: loaded with the model
+COMPONENTS = (*CORE, VAE_ENCODER)  # every declared network; the others load on first use (audio in)
 
 
 @dataclass(frozen=True)
@@ -199,15 +201,18 @@ class ComponentSpec:
                 feeds[t.name] = mask
             elif t.content == "timestep":
                 feeds[t.name] = np.full(shape, rng.integers(1, 1000), dtype=t.dtype)
+            elif t.content == "log_mel":  # log of magnitudes clamped at 1e-5: about -11.5 (silence) to 2
+                feeds[t.name] = (rng.standard_normal(shape, dtype=np.float32) * 2.5 - 5).astype(t.dtype)
             else:
                 feeds[t.name] = rng.standard_normal(shape, dtype=np.float32).astype(t.dtype)
         return feeds
 
 
 def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
-    """The four networks of a Tango model with this config."""
+    """The networks of a Tango model with this config: the four of generation and the VAE encoder (audio in)."""
     hidden, channels, bins = config.text_hidden_size, config.latent_channels, config.latent_bins
     latent = ("latent_frames", bins)
+    mel = ("batch", 1, "mel_frames", config.mel_bins)
     return {
         TEXT_ENCODER: ComponentSpec(
             TEXT_ENCODER,
@@ -230,11 +235,19 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
         VAE_DECODER: ComponentSpec(
             VAE_DECODER,
             inputs=(TensorSpec("latents", "float32", ("batch", channels, *latent)),),
-            outputs=(TensorSpec("mel", "float32", ("batch", 1, "mel_frames", config.mel_bins)),),
+            outputs=(TensorSpec("mel", "float32", mel),),
         ),
         VOCODER: ComponentSpec(
             VOCODER,
             inputs=(TensorSpec("mel", "float32", ("batch", "mel_frames", config.mel_bins)),),
             outputs=(TensorSpec("waveform", "float32", ("batch", "samples")),),
+        ),
+        # the VAE's posterior over latents of a log-mel (AudioLDM's encode_first_stage): its mean and its
+        # log-variance clamped to [-30, 20] as the original's DiagonalGaussianDistribution; not yet scaled
+        VAE_ENCODER: ComponentSpec(
+            VAE_ENCODER,
+            inputs=(TensorSpec("mel", "float32", mel, "log_mel"),),
+            outputs=(TensorSpec("mean", "float32", ("batch", channels, *latent)),
+                     TensorSpec("logvar", "float32", ("batch", channels, *latent))),
         ),
     }

@@ -13,7 +13,7 @@ int16 range before conversion (the original wraps around at full scale). Extras 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from numbers import Real
 from typing import Any
 
@@ -21,7 +21,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .audio import to_int16
+from .audio_input import AudioLike, InputAudio
 from .checkpoint import DEFAULT_MODEL
+from .editing import MIN_EXTEND_INPUT_S, EditOptions
+from .editor import Editor, Rows
 from .errors import InputError
 from .loader import load_pipeline
 from .noise import NoiseSource, row_generators
@@ -95,6 +98,7 @@ class Tango:
     ):
         self.model = name or model
         self.pipeline: TangoPipeline = load_pipeline(self.model, backend, device, revision, **options)
+        self._editor: Editor | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -113,6 +117,29 @@ class Tango:
         self.pipeline.check_latent_frames(frames)
         return frames
 
+    @property
+    def editor(self) -> Editor:
+        """The editing runs (audio in, variations, inpainting, extension, long-form, loops) on this pipeline."""
+        if self._editor is None:
+            self._editor = Editor(self.pipeline)
+        return self._editor
+
+    def audio_to_mel(self, audio: AudioLike, sample_rate: int | None = None) -> np.ndarray:
+        """The original's training front end on `audio` (a path, file bytes, or a float array at `sample_rate`,
+        default 16 kHz): mono, 16 kHz, mean removed, peak 0.5, log-mel. (frames, 64) float32, frames covering the
+        audio in the UNet's steps (a multiple of 32 mel frames = 0.32 s)."""
+        inp = self.editor.load(audio, sample_rate, self.editor.max_seconds())
+        return self.editor.log_mel(inp.normalized, self.editor.mel_frames(inp.samples))
+
+    def encode_audio(self, audio: AudioLike, sample: bool = False, seed: int | None = None,
+                     sample_rate: int | None = None) -> np.ndarray:
+        """Latents (C, frames, bins) of `audio` in the UNet's space: scale_factor x the VAE posterior's mean, or
+        with sample=True a draw from the posterior using the stream of `seed` (as the original's training does)."""
+        inp = self.editor.load(audio, sample_rate, self.editor.max_seconds())
+        frames = self.pipeline.config.latent_frames_covering(inp.samples)
+        streams = row_generators(_check_seed(seed), 1) if sample else None
+        return self.editor.encode([inp.normalized], frames, streams)[0]
+
     def generate(
         self,
         prompt: str,
@@ -127,17 +154,113 @@ class Tango:
         seed: int | None = None,
         latents: np.ndarray | None = None,
         noise: Sequence[np.ndarray] | None = None,
+        audio: AudioLike | None = None,
+        sample_rate: int | None = None,
+        strength: float | None = None,
+        inpaint: Sequence[Sequence[float]] | None = None,
+        loop: bool = False,
     ) -> np.ndarray:
         """One int16 waveform for `prompt`. As in the original, with samples > 1 the first sample is returned
         (all samples are generated); use generate_for_batch([prompt], samples=n) to get every one.
 
         duration: seconds (default: the original's 10.24 s, 163872 samples); the clip is generated at the next
-        length the UNet accepts and trimmed to exactly round(duration * 16000) samples."""
+        length the UNet accepts and trimmed to exactly round(duration * 16000) samples. Past what one UNet pass
+        holds (an export's declared range; 40.96 s for a checkpoint) it is made in overlapping windows (long-form,
+        see generate_stream).
+        audio (a path, file bytes or a float array at `sample_rate`, default 16 kHz) with `strength` in (0, 1]: a
+        variation of it (default strength 0.5: the last half of the schedule); with `inpaint=[(start_s, end_s),
+        ...]`: those spans regenerated, the rest the input exactly. The output has the input's length and level.
+        loop=True: a clip of `duration` whose end flows into its start."""
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__} ({prompt!r})")
         options = dict(scheduler=scheduler, scheduler_options=scheduler_options, duration=duration, seed=seed,
-                       latents=latents, noise=noise)
+                       latents=latents, noise=noise, audio=audio, sample_rate=sample_rate, strength=strength,
+                       inpaint=inpaint, loop=loop)
         return self._generate([prompt], steps, guidance, samples, disable_progress, **options)[0]
+
+    def extend(
+        self,
+        prompt: str,
+        audio: AudioLike,
+        seconds: float,
+        steps: int = 100,
+        guidance: float = 3,
+        disable_progress: bool = True,
+        *,
+        sample_rate: int | None = None,
+        scheduler: str = DEFAULT_SCHEDULER,
+        scheduler_options: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """int16: the input unchanged (but for a 50 ms crossfade at its very end), followed by `seconds` of audio
+        that continue it (windows that keep the input's last 2.56 s as known frames; see generate_stream)."""
+        return np.concatenate(list(self.generate_stream(
+            prompt, None, steps, guidance, disable_progress, audio=audio, extend=seconds, sample_rate=sample_rate,
+            scheduler=scheduler, scheduler_options=scheduler_options, seed=seed)))
+
+    def generate_stream(
+        self,
+        prompt: str,
+        duration: float | None = None,
+        steps: int = 100,
+        guidance: float = 3,
+        disable_progress: bool = True,
+        *,
+        audio: AudioLike | None = None,
+        extend: float | None = None,
+        sample_rate: int | None = None,
+        scheduler: str = DEFAULT_SCHEDULER,
+        scheduler_options: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> Iterator[np.ndarray]:
+        """int16 segments of one long clip, each as soon as its window is done (long-form), adding up to exactly
+        round(duration * 16000) samples; with `audio` and `extend`, the input first, then `extend` seconds that
+        continue it. Windows are 10.24 s (Tango's training length; less if an export accepts less), each keeping
+        the previous window's last 2.56 s as known frames, joined by a crossfade; memory stays that of one window."""
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__} ({prompt!r})")
+        streams = row_generators(_check_seed(seed), 1)
+        for segments in self.stream_rows([prompt], streams, steps, guidance, scheduler=scheduler,
+                                          scheduler_options=scheduler_options, duration=duration, audio=audio,
+                                          sample_rate=sample_rate, extend=extend, progress=not disable_progress):
+            yield segments[0]
+
+    def stream_rows(
+        self,
+        prompts: Sequence[str],
+        streams: Sequence[np.random.Generator],
+        steps: int = 100,
+        guidance: float = 3,
+        *,
+        scheduler: str = DEFAULT_SCHEDULER,
+        scheduler_options: Mapping[str, Any] | None = None,
+        duration: float | None = None,
+        audio: AudioLike | InputAudio | None = None,
+        sample_rate: int | None = None,
+        extend: float | None = None,
+        wanted: Callable[[], Sequence[bool]] | None = None,
+        progress: bool = False,
+    ) -> Iterator[dict[int, np.ndarray]]:
+        """Long-form (or, with audio and extend, extension) for several rows in one windowed run: yields {row:
+        int16 segment} per window for the rows still wanted (the serving path; row i draws only from streams[i])."""
+        prompts = _check_prompts(prompts)
+        steps, guidance = _check_int(steps, "steps"), _check_guidance(guidance)
+        sampler = self.scheduler(scheduler, **dict(scheduler_options or {}))
+        sampler.set_timesteps(steps)
+        edits = EditOptions.check(audio is not None, extend=extend,
+                                  duration=None if audio is None else _check_duration(duration))
+        if audio is not None and edits.extend is None:
+            raise InputError("streaming with input audio extends it: give extend=SECONDS")
+        inp = self.editor.load(audio, sample_rate, what="audio") if audio is not None else None
+        if inp is not None and inp.seconds < MIN_EXTEND_INPUT_S:
+            raise InputError(f"audio: {inp.seconds:.3f} s is too short to extend (at least {MIN_EXTEND_INPUT_S} s)")
+        config = self.pipeline.config
+        total = inp.samples + config.audio_samples(edits.extend) if inp is not None else \
+            config.audio_samples(_check_duration(duration) or config.duration())
+        rows = self._rows(prompts, streams, wanted)
+        inputs = [inp] * len(prompts) if inp is not None else None
+        for segments in self.editor.stream(rows, sampler, steps, guidance, total, inputs, progress):
+            yield {row: to_int16(segment) for row, segment in segments.items()}
 
     def generate_for_batch(
         self,
@@ -182,6 +305,10 @@ class Tango:
         scheduler_options: Mapping[str, Any] | None = None,
         duration: float | None = None,
         wanted: Callable[[], Sequence[bool]] | None = None,
+        audio: Sequence[AudioLike | InputAudio] | None = None,
+        strength: float | None = None,
+        inpaint: Sequence[Sequence[float]] | None = None,
+        loop: bool = False,
     ) -> list[np.ndarray | None]:
         """int16 clips, one per (prompt, stream) row, in one denoising call: the serving path.
 
@@ -189,15 +316,31 @@ class Tango:
         the batch changes summation order, and padded prompt positions are masked out). A request for n clips
         with seed s passes `row_generators(s, n)`, exactly what generate_for_batch([prompt], samples=n, seed=s)
         uses. `wanted()`, asked before every UNet step, gives one bool per row: a row that turns False is dropped
-        from the batch there and comes back as None (all rows withdrawn: Interrupted)."""
+        from the batch there and comes back as None (all rows withdrawn: Interrupted). `audio` gives one input per
+        row (all of one length) for variations (`strength`) and inpainting (`inpaint`); `loop` makes loops."""
         prompts = _check_prompts(prompts)
         live = LiveRows(wanted, len(prompts)) if wanted is not None else None
-        audio = self._generate(prompts, steps, guidance, 1, True, scheduler=scheduler,
-                               scheduler_options=scheduler_options, duration=duration, streams=streams, live=live)
+        audio = self._same_length_inputs(audio, len(prompts)) if audio is not None else None
+        audio_rows = self._generate(prompts, steps, guidance, 1, True, scheduler=scheduler,
+                                    scheduler_options=scheduler_options, duration=duration, streams=streams, live=live,
+                                    audio=audio, strength=strength, inpaint=inpaint, loop=loop)
         clips: list[np.ndarray | None] = [None] * len(prompts)
-        for row, clip in zip(live.kept if live else range(len(prompts)), audio, strict=True):
+        for row, clip in zip(live.kept if live else range(len(prompts)), audio_rows, strict=True):
             clips[row] = clip
         return clips
+
+    def _same_length_inputs(self, audio: Sequence[AudioLike | InputAudio], rows: int) -> list[InputAudio]:
+        if isinstance(audio, (str, bytes)) or len(audio) != rows:
+            raise InputError(f"generate_rows takes one audio input per row ({rows}), got {audio!r:.80}")
+        inputs = [self.editor.load(a, None, self.editor.max_seconds()) for a in audio]
+        if len({inp.samples for inp in inputs}) != 1:
+            raise InputError("the audio inputs of one call must have one length")
+        return inputs
+
+    def _rows(self, prompts: list[str], streams: Sequence[np.random.Generator],
+              wanted: Callable[[], Sequence[bool]] | None) -> Rows:
+        live = LiveRows(wanted, len(prompts)) if wanted is not None else None
+        return Rows(prompts, NoiseSource(streams), live)
 
     def _generate(
         self,
@@ -216,11 +359,52 @@ class Tango:
         batch_size: int | None = None,
         streams: Sequence[np.random.Generator] | None = None,
         live: LiveRows | None = None,
+        audio: AudioLike | Sequence[InputAudio] | None = None,
+        sample_rate: int | None = None,
+        strength: float | None = None,
+        inpaint: Sequence[Sequence[float]] | None = None,
+        loop: bool = False,
     ) -> np.ndarray:
         steps, samples = _check_int(steps, "steps"), _check_int(samples, "samples")
         guidance = _check_guidance(guidance)
         sampler = self.scheduler(scheduler, **dict(scheduler_options or {}))
         sampler.set_timesteps(steps)
+        duration = _check_duration(duration)
+        inputs = None
+        if audio is not None:
+            inputs = audio if isinstance(audio, list) and all(isinstance(a, InputAudio) for a in audio) else \
+                [self.editor.load(audio, sample_rate, self.editor.max_seconds())] * (len(prompts) * samples)
+        edits = EditOptions.check(inputs is not None, strength, inpaint, loop=loop, duration=duration,
+                                  audio_seconds=inputs[0].seconds if inputs else None)
+        long_form = duration is not None and duration > self.editor.max_seconds() + 1e-9
+        if (edits.any or long_form) and (latents is not None or noise is not None):
+            raise InputError("latents= / noise= replay plain generations only; edits, loops and long-form clips "
+                             "are reproduced from their seed")
+        if not (edits.any or long_form):
+            return self._plain(prompts, steps, guidance, samples, disable_progress, sampler, duration, seed, latents,
+                               noise, batch_size, streams, live)
+        expanded = [p for p in prompts for _ in range(samples)]
+        streams = streams if streams is not None else row_generators(_check_seed(seed), len(expanded))
+        rows = Rows(expanded, NoiseSource(streams), live)
+        progress = not disable_progress
+        if edits.loop:
+            loop_duration = duration if duration is not None else self.pipeline.config.duration()
+            return to_int16(self.editor.loop(rows, sampler, steps, guidance, loop_duration, progress).waves)
+        if inputs is not None:
+            return to_int16(np.stack(self.editor.edit(rows, sampler, steps, guidance, inputs, edits.strength,
+                                                      edits.inpaint, progress)))
+        total = self.pipeline.config.audio_samples(duration)
+        pieces: dict[int, list[np.ndarray]] = {}
+        for segments in self.editor.stream(rows, sampler, steps, guidance, total, None, progress):
+            for row, segment in segments.items():
+                pieces.setdefault(row, []).append(segment)
+        return to_int16(np.stack([np.concatenate(pieces[row]) for row in rows.kept()]))
+
+    def _plain(self, prompts: list[str], steps: int, guidance: float, samples: int, disable_progress: bool,
+               sampler: Scheduler, duration: float | None, seed: Any, latents: np.ndarray | None,
+               noise: Sequence[np.ndarray] | None, batch_size: int | None,
+               streams: Sequence[np.random.Generator] | None, live: LiveRows | None) -> np.ndarray:
+        """Text to audio in one UNet pass per batch: the original's path."""
         frames = self.latent_frames(duration)
         rows = len(prompts) * samples
         streams = streams if streams is not None else row_generators(_check_seed(seed), rows)

@@ -50,8 +50,17 @@ TOL_LATENTS = {k: v * 7 * math.sqrt(10) for k, v in TOL_UNET.items()}
 TOL_MEL = layer_tolerance(576, 20)
 # HiFi-GAN: transposed convolutions of kernel 16 over 64 channels (K = 1024), ~35 layers.
 TOL_WAVE = layer_tolerance(1024, 35)
+# VAE encoder: 3x3 convolutions over up to 64 channels (K = 576); conv_in, 3 levels x 2 resnets x 2 convolutions,
+# 2 downsamplings, the mid block (4 convolutions and attention), conv_out, quant_conv: ~24 layers.
+TOL_VAE_ENCODER = layer_tolerance(576, 24)
 # int16 = trunc(wave * 32768): a float difference d moves it by at most ceil(d * 32768) + 1 LSB.
 INT16_LSB = math.ceil(TOL_WAVE["atol"] * 32768) + 1
+
+
+def outputs(result) -> np.ndarray:
+    """A component's result as one array: a multi-output network's outputs (the VAE encoder's mean and
+    log-variance) stacked on a new first axis."""
+    return np.stack(result) if isinstance(result, tuple) else result
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURE, INT16_LSB, TOL_EMBEDDINGS, TOL_LATENTS, TOL_MEL, TOL_UNET, TOL_WAVE
+from conftest import (
+    FIXTURE,
+    INT16_LSB,
+    TOL_EMBEDDINGS,
+    TOL_LATENTS,
+    TOL_MEL,
+    TOL_UNET,
+    TOL_VAE_ENCODER,
+    TOL_WAVE,
+    outputs,
+)
 from tango_rt.runtime.errors import ArtifactError, BackendError, CheckpointError, InputError
 from tango_rt.runtime.noise import NoiseSource
 from tango_rt.runtime.schedulers import make_scheduler
@@ -30,7 +40,8 @@ SHAPES = [
     dict(batch=8, text_len=3, latent_frames=32),
 ]
 # ORT and torch run the same float32 arithmetic with different kernels: conftest's per-network error model.
-TOL_ORT = {"text_encoder": TOL_EMBEDDINGS, "unet": TOL_UNET, "vae_decoder": TOL_MEL, "vocoder": TOL_WAVE}
+TOL_ORT = {"text_encoder": TOL_EMBEDDINGS, "unet": TOL_UNET, "vae_decoder": TOL_MEL, "vocoder": TOL_WAVE,
+           "vae_encoder": TOL_VAE_ENCODER}
 # FP16 storage between FP32 kernels (ORT on CPU): each op's output rounds to FP16 (u = 2^-11), independently, so
 # the relative error grows like sqrt(depth) * 2^-11: ~2.7e-3 over ~30 layers; x4 margin (conftest's MARGIN)
 # and x2 for FP16 weights gives 2e-2.
@@ -76,8 +87,8 @@ def test_manifest_describes_the_folder(onnx_dir, tiny_tango):
 def test_component_matches_torch_at_other_shapes(ort_tango, tiny_tango, name, shape):
     config = tiny_tango.pipeline.config
     feeds = component_specs(config)[name].sample_inputs(_dims(shape, config), config, seed=5)
-    ours = ort_tango.pipeline.components[name](**feeds)
-    reference = tiny_tango.pipeline.components[name](**feeds)
+    ours = outputs(ort_tango.pipeline.component(name)(**feeds))
+    reference = outputs(tiny_tango.pipeline.component(name)(**feeds))
     assert ours.shape == reference.shape
     err = np.abs(ours - reference)
     rel = float(err.max() / (np.abs(reference).max() + 1e-12))
@@ -157,9 +168,10 @@ def test_fp16_policy_structure(onnx_fp16_dir):
     """FP16 graphs keep the overflow-prone nodes in FP32, with float32 inputs and outputs."""
     manifest = json.loads((onnx_fp16_dir / "manifest.json").read_text())
     precisions = {n: e["precision"] for n, e in manifest["components"].items()}
-    assert precisions == {"text_encoder": "fp32", "unet": "fp16", "vae_decoder": "fp16", "vocoder": "fp16"}
+    assert precisions == {"text_encoder": "fp32", "unet": "fp16", "vae_decoder": "fp16", "vocoder": "fp16",
+                          "vae_encoder": "fp16"}
     FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
-    for name in ("unet", "vae_decoder", "vocoder"):
+    for name in ("unet", "vae_decoder", "vocoder", "vae_encoder"):
         model = onnx.load(str(onnx_fp16_dir / f"{name}.onnx"))
         types = _tensor_types(model)
         assert all(types[v.name] == FLOAT for v in [*model.graph.input, *model.graph.output] if v.name in types
@@ -172,7 +184,7 @@ def test_fp16_policy_structure(onnx_fp16_dir):
             sincos = [n for n in model.graph.node if n.op_type in ("Sin", "Cos")]
             assert sincos and all(types[n.input[0]] == FLOAT for n in sincos), "time embedding must stay fp32"
             assert manifest["components"]["unet"]["fp32_nodes"] > 0
-        if name == "vae_decoder":
+        if name in ("vae_decoder", "vae_encoder"):
             assert softmax and all(types[n.input[0]] == FLOAT for n in softmax), "VAE mid attention must stay fp32"
 
 
@@ -185,8 +197,8 @@ def test_fp16_outputs_are_finite_and_close_to_fp32(onnx_fp16_dir, tiny_tango, go
     config = fp16.pipeline.config
     for name in COMPONENTS:
         feeds = component_specs(config)[name].sample_inputs(_dims(SHAPES[1], config), config, seed=2)
-        half = fp16.pipeline.components[name](**feeds)
-        full = tiny_tango.pipeline.components[name](**feeds)  # the torch FP32 reference
+        half = outputs(fp16.pipeline.component(name)(**feeds))
+        full = outputs(tiny_tango.pipeline.component(name)(**feeds))  # the torch FP32 reference
         rel = float(np.abs(half - full).max() / np.abs(full).max())
         print(f"fp16 vs fp32 {name}: max rel error {rel:.2e}")
         assert np.isfinite(half).all() and rel < FP16_MAX_REL
@@ -271,14 +283,15 @@ def test_inputs_outside_the_declared_ranges(ort_tango):
 
 
 def test_durations_on_onnxruntime(ort_tango):
-    """1 s, 2.5 s, the original's 10.24 s and the longest the export's declared range allows (40.96 s)."""
+    """1 s, 2.5 s, the original's 10.24 s and the longest the export's declared range allows (40.96 s) in one pass;
+    beyond it, long-form windows (runtime/editor.py) of the exact length; one pass past the range is refused."""
     config = ort_tango.pipeline.config
     longest = config.duration(ort_tango.pipeline.ranges["latent_frames"].max)
-    for seconds in (1, 2.5, 10.24, longest):
+    for seconds in (1, 2.5, 10.24, longest, 41):
         wave = ort_tango.generate("a bell", steps=1, duration=seconds, seed=0, scheduler="ddim")
         assert wave.shape == (config.audio_samples(seconds),) and wave.std() > 0
     with pytest.raises(InputError, match=r"duration 41\.28 s .* 0\.32 s to 40\.96 s .* --max-duration"):
-        ort_tango.generate("too long", steps=1, duration=41)
+        ort_tango.latent_frames(41)
 
 
 def test_export_max_duration_widens_the_declared_range(tiny_tango):
@@ -398,7 +411,7 @@ def _fused_nodes(path: Path) -> dict[str, int]:
     return {n.name.rsplit("/", 1)[0].strip("/").replace("/", "."): h for n, h in zip(fused, heads, strict=True)}
 
 
-@pytest.mark.parametrize("name", ["unet", "vae_decoder"])
+@pytest.mark.parametrize("name", ["unet", "vae_decoder", "vae_encoder"])
 def test_export_fuses_exactly_the_unmasked_attention(onnx_dir, tiny_tango, name):
     """The ONNX Runtime graph fuses every attention the torch model runs without a mask (the UNet's
     self-attention, the VAE's mid-block attention), with the torch module's head count, and leaves the
@@ -408,7 +421,7 @@ def test_export_fuses_exactly_the_unmasked_attention(onnx_dir, tiny_tango, name)
     manifest = json.loads((onnx_dir / "manifest.json").read_text())
     entry = manifest["components"][name]["ort_graph"]
     fused = _fused_nodes(onnx_dir / entry["file"])
-    modules = {n: m for n, m in tiny_tango.pipeline.components[name].module.named_modules() if isinstance(m, Attention)}
+    modules = {n: m for n, m in tiny_tango.pipeline.component(name).module.named_modules() if isinstance(m, Attention)}
     unmasked = {n: m.heads for n, m in modules.items() if not m.is_cross_attention}
     # graph scopes name modules from the network's root: "decoder.mid_block..." for "vae.decoder.mid_block..."
     matched = {m: heads for m in unmasked for f, heads in fused.items() if m == f or m.endswith("." + f)}

@@ -1,4 +1,6 @@
-"""The one interface every backend implements per component: named numpy arrays in, one numpy array out."""
+"""The one interface every backend implements per component: named numpy arrays in, numpy arrays out (one array
+for a network with one declared output, a tuple in declaration order for one with several: the VAE encoder's
+posterior mean and log-variance)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..checks import assert_finite
+from ..errors import BackendError
 from ..specs import ComponentSpec, DimRange
+
+Outputs = np.ndarray | tuple[np.ndarray, ...]
 
 
 class Component(ABC):
@@ -26,13 +31,21 @@ class Component(ABC):
         self.ranges = dict(ranges or {})
         self.check_finite = check_finite
 
-    def __call__(self, **feeds: np.ndarray) -> np.ndarray:
+    def __call__(self, **feeds: np.ndarray) -> Outputs:
         feeds, rows = self._pad_batch(feeds)
         self.spec.check_feeds(feeds, self.ranges)
-        output = self.run({name: feeds[name] for name in self.spec.input_names})
+        outputs = self.run({name: feeds[name] for name in self.spec.input_names})
+        arrays = outputs if isinstance(outputs, tuple) else (outputs,)
+        if len(arrays) != len(self.spec.outputs):
+            raise BackendError(f"{self.spec.name} ({self.backend}) returned {len(arrays)} outputs, its declaration "
+                               f"has {self.spec.output_names}")
         if self.check_finite:
-            assert_finite(output, f"{self.spec.name} ({self.backend})")
-        return output if rows is None else output[:rows]
+            for tensor, array in zip(self.spec.outputs, arrays, strict=True):
+                named = f" output {tensor.name}" if len(arrays) > 1 else ""
+                assert_finite(array, f"{self.spec.name} ({self.backend}){named}")
+        if rows is not None:
+            arrays = tuple(array[:rows] for array in arrays)
+        return arrays[0] if len(arrays) == 1 else arrays
 
     def _pad_batch(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None]:
         """A fixed-batch network (a static TensorRT engine: the batch axis's range has min == max) called with
@@ -55,8 +68,9 @@ class Component(ABC):
         return padded, rows
 
     @abstractmethod
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Execute the network; feeds are already validated and ordered as spec.inputs."""
+    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
+        """Execute the network; feeds are already validated and ordered as spec.inputs. Returns the output array,
+        or a tuple of them in the order of spec.outputs when the network declares several."""
 
     def __repr__(self) -> str:
         return f"<{self.spec.name} on {self.backend}>"

@@ -23,7 +23,7 @@ import onnxruntime as ort
 from ..artifacts import Artifact
 from ..errors import ArtifactError, BackendError
 from ..specs import ComponentSpec, component_specs
-from .base import Component
+from .base import Component, Outputs
 from .devices import cuda_index
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -122,18 +122,20 @@ class OrtComponent(Component):
         self.session = session
         self.graph = graph  # the graph file it runs: <name>.onnx, or <name>.ort.onnx with fused attention
         self.io_binding = io_binding
-        self.output_name = spec.output_names[0]
         self.output_device = "cuda" if session.get_providers()[0] in GPU_PROVIDERS else "cpu"
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
         if not self.io_binding:
-            return self.session.run([self.output_name], feeds)[0]
-        binding = self.session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        binding.bind_output(self.output_name, self.output_device)
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+            outputs = self.session.run(self.spec.output_names, feeds)
+        else:
+            binding = self.session.io_binding()
+            for name, array in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+            for name in self.spec.output_names:
+                binding.bind_output(name, self.output_device)
+            self.session.run_with_iobinding(binding)
+            outputs = binding.copy_outputs_to_cpu()
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def with_device_id(providers: Sequence[str], device: str | None) -> list:

@@ -30,7 +30,7 @@ from ..artifacts import Artifact
 from ..errors import ArtifactError, BackendError
 from ..precision import BF16, FP16, FP32, PRECISION_POLICY
 from ..specs import ComponentSpec, component_specs
-from .base import Component
+from .base import Component, Outputs
 
 PRECISIONS = {FP32: "f32", BF16: "bf16"}  # our name -> OpenVINO's type name
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -123,13 +123,16 @@ class OpenVINOComponent(Component):
         effective = _effective(next(reversed(self.compiled.values()))[0])
         return effective if self.weights == FP32 else f"{self.weights}+{effective}"
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
         feeds, length = self._pad_text(feeds) if self.static_shapes else (feeds, None)
         request = self._request({name: array.shape for name, array in feeds.items()})
         request.infer({name: np.ascontiguousarray(array) for name, array in feeds.items()})
-        output = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-        axis = _axis(self.spec.outputs[0], "text_len")
-        return output if length is None or axis is None else np.take(output, range(length), axis=axis)
+        outputs = []
+        for index, tensor in enumerate(self.spec.outputs):
+            output = np.array(request.get_output_tensor(index).data, dtype=np.float32, copy=True)
+            axis = _axis(tensor, "text_len")
+            outputs.append(output if length is None or axis is None else np.take(output, range(length), axis=axis))
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def _pad_text(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None]:
         """Static shapes compile once per input shape, and every prompt length would be a new shape: pad the text

@@ -19,7 +19,7 @@ from ..checkpoint import Checkpoint
 from ..errors import BackendError
 from ..precision import FP16, FP32, PRECISION_POLICY
 from ..specs import UNET, ComponentSpec, component_specs
-from .base import Component
+from .base import Component, Outputs
 from .torch_models import ModelBuilder
 
 PRECISIONS = {FP32: torch.float32, FP16: torch.float16}
@@ -82,15 +82,17 @@ class TorchComponent(Component):
         tensor = torch.from_numpy(array).to(self.device, non_blocking=True)
         return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
 
-    def forward(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, tensors: list[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.module(*tensors)
 
     @torch.inference_mode()
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
         # the calling thread's current CUDA device is the component's (the server runs us outside the loading
         # thread): streams and CUDA graphs are created on the current device, not the module's
         with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
             output = self.forward([self._tensor(a) for a in feeds.values()])
+            if isinstance(output, tuple):
+                return tuple(t.float().cpu().numpy() for t in output)
             return output.float().cpu().numpy()
 
 

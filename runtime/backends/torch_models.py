@@ -1,4 +1,4 @@
-"""Build Tango's four networks as torch modules from a Checkpoint, with strict weight loading.
+"""Build Tango's networks as torch modules from a Checkpoint, with strict weight loading.
 
 The maintained classes do the work: transformers' T5EncoderModel and SpeechT5HifiGan, diffusers'
 UNet2DConditionModel and AutoencoderKL (AudioLDM keys mapped by diffusers' own convert_ldm_vae_checkpoint).
@@ -17,7 +17,7 @@ from torch import nn
 
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError
-from ..specs import COMPONENTS, TEXT_ENCODER, UNET, VAE_DECODER, VOCODER
+from ..specs import COMPONENTS, TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER, VOCODER
 
 MAX_KEYS_SHOWN = 8
 TIED_T5_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
@@ -65,6 +65,23 @@ class VAEDecoderGraph(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents * self.inverse_scale, return_dict=False)[0]
+
+
+class VAEEncoderGraph(nn.Module):
+    """log-mel (B, 1, frames, bins) -> the posterior's mean and log-variance, as AudioLDM's encode_first_stage:
+    encoder, quant_conv, split in halves, log-variance clamped to [-30, 20] (its DiagonalGaussianDistribution;
+    diffusers' has the same clamp)."""
+
+    LOGVAR_RANGE = (-30.0, 20.0)
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        moments = self.vae.quant_conv(self.vae.encoder(mel))
+        mean, logvar = torch.chunk(moments, 2, dim=1)
+        return mean, torch.clamp(logvar, *self.LOGVAR_RANGE)
 
 
 class VocoderGraph(nn.Module):
@@ -233,7 +250,8 @@ class ModelBuilder:
             load_strict(model, self._state("main", "unet."), self.checkpoint.weights["main"], "unet.", "UNet")
         return UNetGraph(model)
 
-    def vae_decoder(self) -> nn.Module:
+    def _vae(self):
+        """diffusers' AutoencoderKL with the checkpoint's AudioLDM VAE weights (both halves, strictly loaded)."""
         from diffusers import AutoencoderKL
 
         config = vae_diffusers_config(self.checkpoint.vae_config)
@@ -242,9 +260,19 @@ class ModelBuilder:
             file = self.checkpoint.weights["vae"]
             state = {k: v for k, v in self._state("vae", "").items() if not k.startswith("vocoder.")}
             load_strict(model, _convert_vae(state, config, file), file, "", "VAE")
-        model.encoder = None  # generation only decodes: drop the encoder once the strict load has checked it
+        return model
+
+    def vae_decoder(self) -> nn.Module:
+        model = self._vae()
+        model.encoder = None  # the decoder network only: drop the encoder once the strict load has checked it
         model.quant_conv = None
         return VAEDecoderGraph(model, self.checkpoint.vae_config["scale_factor"])
+
+    def vae_encoder(self) -> nn.Module:
+        model = self._vae()
+        model.decoder = None  # the encoder network only
+        model.post_quant_conv = None
+        return VAEEncoderGraph(model)
 
     def vocoder(self) -> nn.Module:
         from transformers import SpeechT5HifiGan
@@ -258,9 +286,8 @@ class ModelBuilder:
 
     def build(self, names: Iterable[str] = COMPONENTS) -> dict[str, nn.Module]:
         """The wrapped modules, float32, eval mode, on CPU; random weights are seeded for reproducibility."""
-        builders = {
-            TEXT_ENCODER: self.text_encoder, UNET: self.unet, VAE_DECODER: self.vae_decoder, VOCODER: self.vocoder
-        }
+        builders = {TEXT_ENCODER: self.text_encoder, UNET: self.unet, VAE_DECODER: self.vae_decoder,
+                    VOCODER: self.vocoder, VAE_ENCODER: self.vae_encoder}
         modules = {}
         for name in names:
             torch.manual_seed(self.checkpoint.random_seed)

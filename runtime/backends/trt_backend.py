@@ -21,7 +21,7 @@ import numpy as np
 from ..artifacts import Artifact
 from ..errors import ArtifactError, BackendError
 from ..specs import ComponentSpec, DimRange, component_specs
-from .base import Component
+from .base import Component, Outputs
 from .cuda_runtime import CudaRuntime
 from .devices import cuda_index
 from .trt_compat import check_environment, check_onnx_source, import_tensorrt
@@ -83,7 +83,6 @@ class TrtComponent(Component):
         super().__init__(spec, ranges)
         self.context, self.cuda, self.stream = context, cuda, stream
         self.buffers, self.io_dtypes, self.memory = buffers, io_dtypes, memory
-        self.output = spec.output_names[0]
         self.cuda_graph = cuda_graph
         self._graph: Any = None
         self._graph_shapes: tuple | None = None
@@ -93,7 +92,7 @@ class TrtComponent(Component):
             if not context.set_tensor_address(name, pointer):
                 raise BackendError(f"{spec.name}: TensorRT rejected the address of tensor {name!r}")
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
         shapes = tuple(array.shape for array in feeds.values())
         for name, array in feeds.items():
             if self._resident.get(name) is not array:  # the text conditioning is the same object every step
@@ -103,10 +102,14 @@ class TrtComponent(Component):
             if not self.context.set_input_shape(name, array.shape):
                 raise BackendError(f"{self.spec.name}: TensorRT rejected shape {array.shape} for input {name!r}")
         self._execute(shapes)
-        result = np.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=self.io_dtypes[self.output])
-        self.cuda.copy_to_host(result, self.buffers[self.output], self.stream)
+        results = []
+        for name in self.spec.output_names:
+            result = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.io_dtypes[name])
+            self.cuda.copy_to_host(result, self.buffers[name], self.stream)
+            results.append(result)
         self.cuda.synchronize(self.stream)
-        return result.astype(np.float32, copy=False)
+        outputs = tuple(result.astype(np.float32, copy=False) for result in results)
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.stream):  # cuda-python's stream object, as TensorRT's samples
