@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..runtime.instrument import STAGES, Recorder, instrument
-from ..runtime.specs import UNET, component_specs, dims
+from ..runtime.specs import UNET, VAE_ENCODER, component_specs, dims
 from ..runtime.tango import Tango
 from .machine import proc_status_mb
 from .stats import summarize
@@ -118,6 +118,7 @@ def measure(job: dict) -> dict:
             "throughput_clips_per_s": batch / e2e["median"],
         }
         batches[str(batch)]["extrapolated_s"] = extrapolate(batches[str(batch)])
+    audio_in = measure_audio_in(tango, recorder, audio_s, config["warmup"], config["repeat"])
     return {
         "variant": variant,
         "label": job["label"],
@@ -134,7 +135,30 @@ def measure(job: dict) -> dict:
         "gpu_memory": _gpu_memory(),
         "torch_imported": "torch" in sys.modules,
         "batches": batches,
+        "audio_in": audio_in,
     }
+
+
+def measure_audio_in(tango: Tango, recorder: Recorder, seconds: float, warmup: int, repeat: int) -> dict:
+    """The cost of audio input for one clip of the bench's length: the mel front end and the VAE encoder (loaded
+    now, on first use, as in serving), each call timed; the clip is seeded noise (its content costs nothing)."""
+    editor = tango.editor
+    wave = np.random.default_rng(0).uniform(-0.5, 0.5, round(seconds * tango.sample_rate)).astype(np.float32)
+    started = time.perf_counter()
+    tango.pipeline.component(VAE_ENCODER)
+    load_s = time.perf_counter() - started
+    clip = editor.load(wave)
+    frames = editor.mel_frames(clip.samples)
+    recorder.reset()
+    mel_s = []
+    for index in range(warmup + repeat):
+        t0 = time.perf_counter()
+        mel = editor.log_mel(clip.normalized, frames)
+        if index >= warmup:
+            mel_s.append(time.perf_counter() - t0)
+        tango.pipeline.encode_mel(mel[None])
+    encoder_s = recorder.calls.get(VAE_ENCODER, [])[warmup:]  # the instrumented encoder's calls, warm-up left out
+    return {"encoder_load_s": load_s, "audio_to_mel": summarize(mel_s), VAE_ENCODER: summarize(encoder_s)}
 
 
 EXTRAPOLATED_STEPS = (15, 20, 25, 50, 100, 200)

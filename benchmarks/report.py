@@ -35,6 +35,19 @@ def _memory_limit_lines(result: dict) -> list[str]:
     return lines
 
 
+def _audio_in_lines(result: dict) -> list[str]:
+    """Audio input's cost per clip of the bench's length: the mel front end (numpy) and the VAE encoder."""
+    rows = [(name, v["audio_in"]) for name, v in result["variants"].items() if v.get("audio_in")]
+    if not rows:
+        return []
+    lines = ["", "Audio in (variations, inpainting, extension): per clip of this length, medians:", "",
+             "| variant | mel front end s | VAE encoder s | encoder load s |", "|---|---|---|---|"]
+    for name, audio in rows:
+        lines.append(f"| {name} | {_fmt(audio['audio_to_mel'].get('median'))} | "
+                     f"{_fmt(audio['vae_encoder'].get('median'))} | {audio['encoder_load_s']:.1f} |")
+    return lines
+
+
 def table(result: dict) -> str:
     """One row per variant and batch size: per-generation stage medians, end-to-end, RTF, memory, speed-ups."""
     config = result["config"]
@@ -74,6 +87,7 @@ def table(result: dict) -> str:
                 f"{rss} | {anon} | {'-' if gpu is None else f'{gpu:.0f}'} | "
                 f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} | {accuracy} |"
             )
+    lines += _audio_in_lines(result)
     lines += _memory_limit_lines(result)
     lines += ["", "Seconds per generation at other step counts, from the per-stage medians above "
               "(tokenize + text encoder + steps x UNet step + VAE + vocoder):", "",

@@ -31,6 +31,16 @@ def audio_format(name: str) -> str:
     return key
 
 
+def wav_header(samples: int, sample_rate: int) -> bytes:
+    """The 44-byte header of a 16-bit mono PCM WAV file of `samples` samples: what a stream sends first, before
+    its samples exist (the length is known up front)."""
+    import struct
+
+    data = 2 * samples
+    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16) + b"data" + struct.pack("<I", data))
+
+
 def encode(audio: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
     """int16 mono audio as the bytes of a WAV or FLAC file, or raw little-endian PCM."""
     container = AUDIO_FORMATS[audio_format(fmt)][0]
@@ -42,6 +52,28 @@ def encode(audio: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, sample_rate, format=container, subtype="PCM_16")
     return buffer.getvalue()
+
+
+class AudioStreamWriter:
+    """16-bit mono audio written segment by segment (long-form, extension) to a WAV or FLAC file; soundfile writes
+    the header's final size when the writer is closed."""
+
+    def __init__(self, path: str | Path, sample_rate: int):
+        import soundfile
+
+        self.path = Path(path)
+        container = AUDIO_FORMATS[audio_format(self.path.suffix or "wav")][0]
+        if container is None:
+            raise InputError(f"{self.path}: streamed clips are written as .wav or .flac")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = soundfile.SoundFile(self.path, "w", sample_rate, 1, subtype="PCM_16", format=container)
+
+    def write(self, segment: np.ndarray) -> None:
+        self.file.write(np.asarray(segment, dtype=np.int16))
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:

@@ -235,14 +235,15 @@ class Tango:
         scheduler: str = DEFAULT_SCHEDULER,
         scheduler_options: Mapping[str, Any] | None = None,
         duration: float | None = None,
-        audio: AudioLike | InputAudio | None = None,
+        audio: AudioLike | InputAudio | list[InputAudio] | None = None,
         sample_rate: int | None = None,
         extend: float | None = None,
         wanted: Callable[[], Sequence[bool]] | None = None,
         progress: bool = False,
     ) -> Iterator[dict[int, np.ndarray]]:
         """Long-form (or, with audio and extend, extension) for several rows in one windowed run: yields {row:
-        int16 segment} per window for the rows still wanted (the serving path; row i draws only from streams[i])."""
+        int16 segment} per window for the rows still wanted (the serving path; row i draws only from streams[i]).
+        `audio`: one input for every row, or a list with one per row (all of one length)."""
         prompts = _check_prompts(prompts)
         steps, guidance = _check_int(steps, "steps"), _check_guidance(guidance)
         sampler = self.scheduler(scheduler, **dict(scheduler_options or {}))
@@ -251,14 +252,17 @@ class Tango:
                                   duration=None if audio is None else _check_duration(duration))
         if audio is not None and edits.extend is None:
             raise InputError("streaming with input audio extends it: give extend=SECONDS")
-        inp = self.editor.load(audio, sample_rate, what="audio") if audio is not None else None
-        if inp is not None and inp.seconds < MIN_EXTEND_INPUT_S:
-            raise InputError(f"audio: {inp.seconds:.3f} s is too short to extend (at least {MIN_EXTEND_INPUT_S} s)")
+        inputs = None
+        if audio is not None:
+            inputs = self._same_length_inputs(audio, len(prompts), None) if isinstance(audio, list) else \
+                [self.editor.load(audio, sample_rate, what="audio")] * len(prompts)
+            if inputs[0].seconds < MIN_EXTEND_INPUT_S:
+                raise InputError(f"audio: {inputs[0].seconds:.3f} s is too short to extend (at least "
+                                 f"{MIN_EXTEND_INPUT_S} s)")
         config = self.pipeline.config
-        total = inp.samples + config.audio_samples(edits.extend) if inp is not None else \
+        total = inputs[0].samples + config.audio_samples(edits.extend) if inputs else \
             config.audio_samples(_check_duration(duration) or config.duration())
         rows = self._rows(prompts, streams, wanted)
-        inputs = [inp] * len(prompts) if inp is not None else None
         for segments in self.editor.stream(rows, sampler, steps, guidance, total, inputs, progress):
             yield {row: to_int16(segment) for row, segment in segments.items()}
 
@@ -277,17 +281,25 @@ class Tango:
         seed: int | None = None,
         latents: np.ndarray | None = None,
         noise: Sequence[np.ndarray] | None = None,
+        audio: AudioLike | None = None,
+        sample_rate: int | None = None,
+        strength: float | None = None,
+        inpaint: Sequence[Sequence[float]] | None = None,
+        loop: bool = False,
     ) -> list[np.ndarray] | list[list[np.ndarray]]:
         """int16 waveforms: a flat list with samples == 1, else one list of `samples` waveforms per prompt.
 
         Row r (prompt-major) draws from its own random stream (runtime/noise.py), so `batch_size` never changes
-        the audio. `latents` / `noise` cover all prompts x samples rows; they are split along with the prompts."""
+        the audio. `latents` / `noise` cover all prompts x samples rows; they are split along with the prompts.
+        audio / strength / inpaint / loop as for `generate`, one input for every prompt (edits run all rows in one
+        call, whatever batch_size)."""
         prompts = _check_prompts(prompts)
         batch_size = _check_int(batch_size, "batch_size")
         waves = self._generate(
             prompts, steps, guidance, samples, disable_progress, scheduler=scheduler,
             scheduler_options=scheduler_options, duration=duration, seed=seed, latents=latents, noise=noise,
-            batch_size=batch_size,
+            batch_size=batch_size, audio=audio, sample_rate=sample_rate, strength=strength, inpaint=inpaint,
+            loop=loop,
         )
         outputs = list(waves)
         if samples == 1:
@@ -329,10 +341,13 @@ class Tango:
             clips[row] = clip
         return clips
 
-    def _same_length_inputs(self, audio: Sequence[AudioLike | InputAudio], rows: int) -> list[InputAudio]:
+    def _same_length_inputs(self, audio: Sequence[AudioLike | InputAudio], rows: int,
+                            max_seconds: float | None = math.inf) -> list[InputAudio]:
+        """One input per row, all of one length (a list of paths, bytes, arrays or InputAudio)."""
         if isinstance(audio, (str, bytes)) or len(audio) != rows:
-            raise InputError(f"generate_rows takes one audio input per row ({rows}), got {audio!r:.80}")
-        inputs = [self.editor.load(a, None, self.editor.max_seconds()) for a in audio]
+            raise InputError(f"give one audio input per row ({rows}), got {audio!r:.80}")
+        limit = self.editor.max_seconds() if max_seconds == math.inf else max_seconds
+        inputs = [self.editor.load(a, None, limit) for a in audio]
         if len({inp.samples for inp in inputs}) != 1:
             raise InputError("the audio inputs of one call must have one length")
         return inputs

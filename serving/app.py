@@ -11,31 +11,44 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import json
 import logging
 import math
+import threading
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.background import BackgroundTask
 
-from ..runtime.audio import AUDIO_FORMATS, encode
+from ..runtime.audio import AUDIO_FORMATS, encode, wav_header
 from ..runtime.errors import InputError, NumericsError, TangoError
 from ..runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
-from .batching import Cancelled, Expired, QueueFull, WorkerDead
+from .batching import Cancelled, Expired, Job, QueueFull, WorkerDead
 from .guard import Gate
-from .service import PromptTooLong, Service
+from .service import AudioTooLarge, PromptTooLong, Service
 
 log = logging.getLogger("tango_rt.serving")
 POLL_S = 0.1  # how often a waiting request checks for its client's disconnect and its deadline
+MULTIPART_FIELDS = 32  # form fields a multipart request may have (the request has 17)
+
+
+Seconds = Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
+MAX_SPANS = 16
 
 
 class GenerateRequest(BaseModel):
-    """Defaults as Tango.generate: 100 DDPM steps, guidance 3, one 10.24 s clip, a fresh seed."""
+    """Defaults as Tango.generate: 100 DDPM steps, guidance 3, one 10.24 s clip, a fresh seed. With `audio` (a
+    file, base64 in JSON or the `audio` part of a multipart upload): a variation (`strength`), spans regenerated
+    (`inpaint`) or a continuation (`extend`); `loop` makes a seamless loop; `stream` sends a long clip as its
+    windows finish (chunked WAV or PCM)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,7 +60,109 @@ class GenerateRequest(BaseModel):
     scheduler_options: dict[str, Any] | None = Field(None, description="diffusers scheduler options")
     samples: int = Field(1, ge=1, le=16, description="clips; more than one needs Accept: application/json")
     response_format: Literal["wav", "flac", "pcm"] = "wav"
-    duration: float | None = Field(None, gt=0, le=600, allow_inf_nan=False, description="seconds (default 10.24)")
+    duration: float | None = Field(None, gt=0, le=3600, allow_inf_nan=False, description="seconds (default 10.24)")
+    audio: str | None = Field(None, description="input audio file, base64 (or the multipart part `audio`)")
+    strength: float | None = Field(None, gt=0, le=1, allow_inf_nan=False,
+                                   description="with audio: share of the schedule re-run (default 0.5)")
+    inpaint: list[tuple[Seconds, Seconds]] | None = Field(None, min_length=1, max_length=MAX_SPANS,
+                                                           description="with audio: [start, end] seconds to regenerate")
+    extend: float | None = Field(None, gt=0, le=3600, allow_inf_nan=False,
+                                 description="with audio: seconds to add after it")
+    loop: bool = Field(False, description="a seamless loop of `duration` seconds")
+    stream: bool = Field(False, description="send a long clip (or an extension) window by window: wav or pcm")
+
+
+REQUEST_BODY = {  # both media types the generate route reads, for the OpenAPI document
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "audio": {"type": "string", "format": "binary"},
+            "request": {"type": "string", "description": "the other fields, as the JSON body would hold them"}}}},
+    },
+}
+
+
+RESPONSES = {200: {"content": {m: {} for _, m in AUDIO_FORMATS.values()}}}
+
+
+def document_request_body(app: FastAPI) -> None:
+    """The generate route reads its body itself (JSON or multipart): put GenerateRequest in the OpenAPI document's
+    components, where REQUEST_BODY refers to it."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            model = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(model.pop("$defs", {}))
+            components["GenerateRequest"] = model
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+class UnsupportedMedia(InputError):
+    """A body in a media type the route does not read: 415."""
+
+
+async def read_request(request: Request, max_audio_bytes: int) -> tuple[GenerateRequest, bytes | None]:
+    """The request and its audio file's bytes: a JSON body (audio as base64), or a multipart upload whose `audio`
+    part is the file and whose `request` part (or its separate form fields) hold the rest. Pydantic validation
+    errors are raised as FastAPI's, so they answer 422 in the one error format."""
+    kind = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+    if kind == "multipart/form-data":
+        fields, audio = await _read_form(request, max_audio_bytes)
+    elif kind in ("application/json", ""):
+        try:
+            fields = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestValidationError([{"loc": ("body",), "msg": f"not JSON: {exc}", "type": "json"}]) from None
+        audio = None
+    else:
+        raise UnsupportedMedia(f"the body must be application/json or multipart/form-data, not {kind!r}")
+    try:
+        body = GenerateRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    if body.audio is not None:
+        if audio is not None:
+            raise InputError("audio: give the file once (a multipart part or base64 in JSON)")
+        try:
+            audio = base64.b64decode(body.audio, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputError(f"audio: not base64 ({exc})") from None
+    return body, audio
+
+
+async def _read_form(request: Request, max_audio_bytes: int) -> tuple[dict, bytes | None]:
+    try:
+        form = await request.form(max_files=1, max_fields=MULTIPART_FIELDS, max_part_size=max(max_audio_bytes, 1))
+    except Exception as exc:  # starlette's MultiPartException and parser errors: a malformed or oversized upload
+        raise InputError(f"multipart: {getattr(exc, 'message', None) or exc}") from None
+    fields: dict[str, Any] = {}
+    audio = None
+    for name, value in form.multi_items():
+        if not isinstance(value, str):  # a file part (starlette's UploadFile)
+            if name != "audio":
+                raise InputError(f"multipart: the only file part is `audio`, got {name!r}")
+            audio = await value.read()
+        elif name == "request":
+            try:
+                fields.update(json.loads(value))
+            except (json.JSONDecodeError, TypeError, ValueError) as exc:
+                raise InputError(f"multipart: the `request` part is not a JSON object ({exc})") from None
+        else:  # a form field per request field: JSON where it parses (numbers, lists, true), else the text
+            try:
+                fields[name] = json.loads(value)
+            except json.JSONDecodeError:
+                fields[name] = value
+    if not isinstance(fields, dict):
+        raise InputError("multipart: the request fields must form an object")
+    return fields, audio
 
 
 def error(status: int, code: str, message: str, request_id: str = "", headers: dict | None = None) -> JSONResponse:
@@ -67,14 +182,18 @@ def install_error_handler(app: FastAPI, metrics_of) -> None:
         return error(422, "invalid_request", problems)
 
 
-async def handle_generate(service: Service, request: Request, body: GenerateRequest) -> Response:
-    """POST /v1/audio/generate, shared by both front doors."""
+async def handle_generate(service: Service, request: Request) -> Response:
+    """POST /v1/audio/generate, shared by both front doors. A streamed answer stays in flight (the drain waits
+    for it) until its last byte went out or its client left."""
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     service.in_flight += 1
+    streaming = False
     try:
-        response = await _generate(service, request, body, request_id)
+        response = await _generate(service, request, request_id)
+        streaming = isinstance(response, StreamingResponse)
     finally:
-        service.in_flight -= 1
+        if not streaming:
+            service.in_flight -= 1
     service.metrics.requests.labels(str(response.status_code)).inc()
     response.headers["X-Request-Id"] = request_id
     return response
@@ -118,13 +237,14 @@ def create_app(service: Service) -> FastAPI:
     from tango_rt import __version__
 
     app = FastAPI(title="tango-rt", version=__version__, description="Text-to-audio with Tango models")
+    document_request_body(app)
     app.state.service = service
     install_error_handler(app, lambda request: service.metrics)
-    app.add_middleware(Gate, limits=lambda: (service.settings.api_key, service.settings.max_body_bytes))
+    app.add_middleware(Gate, limits=lambda: (service.settings.api_key, service.settings.body_cap))
 
-    @app.post("/v1/audio/generate", responses={200: {"content": {m: {} for _, m in AUDIO_FORMATS.values()}}})
-    async def generate(request: Request, body: GenerateRequest) -> Response:
-        return await handle_generate(service, request, body)
+    @app.post("/v1/audio/generate", responses=RESPONSES, openapi_extra={"requestBody": REQUEST_BODY})
+    async def generate(request: Request) -> Response:
+        return await handle_generate(service, request)
 
     @app.get("/health/live")
     async def live() -> Response:
@@ -151,7 +271,7 @@ def _retry_after(service: Service) -> str:
     return str(max(1, math.ceil(batches * service.mean_batch_s)))
 
 
-async def _generate(service: Service, request: Request, body: GenerateRequest, request_id: str) -> Response:
+async def _generate(service: Service, request: Request, request_id: str) -> Response:
     arrived = time.monotonic()
     if dead := _worker_dead(service):
         return dead
@@ -159,15 +279,28 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
         service.metrics.rejections.labels("unavailable").inc()
         state = "draining" if service.draining else "loading"
         return error(503, state, f"the server is {state}", headers={"Retry-After": "5"})
+    try:
+        body, audio_bytes = await read_request(request, service.settings.max_audio_bytes)
+    except UnsupportedMedia as exc:
+        return error(415, "unsupported_media_type", str(exc))
+    except InputError as exc:
+        return error(422, "invalid_request", str(exc))
     wants_json = "application/json" in request.headers.get("accept", "")
     if body.samples > 1 and not wants_json:
         return error(422, "invalid_request", "samples > 1 returns several clips: send Accept: application/json")
+    if body.stream and (wants_json or body.response_format == "flac"):
+        return error(422, "invalid_request", "stream=true sends wav or pcm audio as it is made: no JSON, no flac")
+    segments: asyncio.Queue = asyncio.Queue()
     try:
+        audio = await asyncio.to_thread(service.load_audio, audio_bytes) if audio_bytes is not None else None
         job = service.job(body.prompt, body.steps, body.guidance, body.scheduler, body.samples, body.seed,
-                          body.duration, body.scheduler_options, request_id)
+                          body.duration, body.scheduler_options, request_id, audio=audio, strength=body.strength,
+                          inpaint=body.inpaint, extend=body.extend, loop=body.loop, stream=body.stream)
+        if body.stream:
+            job.sink = _sink(segments)
         waiting = service.submit(job)
-    except PromptTooLong as exc:
-        return error(413, "prompt_too_long", str(exc))
+    except (PromptTooLong, AudioTooLarge) as exc:
+        return error(413, "prompt_too_long" if isinstance(exc, PromptTooLong) else "audio_too_large", str(exc))
     except InputError as exc:
         return error(422, "invalid_request", str(exc))
     except QueueFull as exc:
@@ -176,9 +309,33 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
     except WorkerDead as exc:
         return error(503, "worker_dead", str(exc))
     service.metrics.queue_depth.set(service.queue_depth())
-    while not waiting.done():
-        await asyncio.wait({waiting}, timeout=POLL_S)
-        if waiting.done():
+    first = asyncio.ensure_future(segments.get()) if body.stream else waiting
+    if (gave_up := await _wait(service, request, job, first)) is not None:
+        return gave_up
+    if body.stream:
+        item = first.result()
+        if isinstance(item, BaseException) or item is None:
+            return _failed(service, item if item is not None else RuntimeError("the stream ended empty"), request_id)
+        return _stream(service, body, job, item, segments, audio)
+    if waiting.cancelled():  # the job's future was cancelled under it: nothing will answer
+        return error(503, "cancelled", "the request was cancelled inside the server; retry")
+    try:
+        clips = waiting.result()
+    except Exception as exc:
+        return _failed(service, exc, request_id)
+    done = time.monotonic()
+    timings = {"queue": 1000 * ((job.started or done) - arrived), "generate": 1000 * (done - (job.started or done)),
+               "total": 1000 * (done - arrived)}
+    service.metrics.latency.observe(done - arrived)
+    return _answer(service, body, job.seed, clips, timings, wants_json, request_id)
+
+
+async def _wait(service: Service, request: Request, job: Job, awaited: asyncio.Future) -> Response | None:
+    """Wait for `awaited` (the job's result, or a stream's first segment) while watching the client and the
+    deadline; the answer when either gave up first (the job's rows leave its batch at the next UNet step)."""
+    while not awaited.done():
+        await asyncio.wait({awaited}, timeout=POLL_S)
+        if awaited.done():
             break
         if await request.is_disconnected():
             job.cancelled.set()
@@ -188,31 +345,69 @@ async def _generate(service: Service, request: Request, body: GenerateRequest, r
             job.cancelled.set()
             service.metrics.rejections.labels("deadline").inc()
             return error(504, "deadline_exceeded", f"no result within {service.settings.timeout_s:g} s")
-    if waiting.cancelled():  # the job's future was cancelled under it: nothing will answer
-        return error(503, "cancelled", "the request was cancelled inside the server; retry")
-    try:
-        clips = waiting.result()
-    except Expired:
+    return None
+
+
+def _failed(service: Service, exc: BaseException, request_id: str) -> Response:
+    """The answer to a job that failed in the worker."""
+    if isinstance(exc, Expired):
         service.metrics.rejections.labels("deadline").inc()
         return error(504, "deadline_exceeded", f"no result within {service.settings.timeout_s:g} s")
-    except Cancelled:
+    if isinstance(exc, Cancelled):
         return Response(status_code=499)
-    except WorkerDead as exc:
+    if isinstance(exc, WorkerDead):
         return error(503, "worker_dead", str(exc))
-    except NumericsError as exc:
+    if isinstance(exc, NumericsError):
         return error(502, "invalid_output", f"the model produced an invalid result for this request: {exc}")
-    except InputError as exc:
+    if isinstance(exc, InputError):
         return error(422, "invalid_request", str(exc))
-    except TangoError as exc:
+    if isinstance(exc, TangoError):
         return error(503, "backend_error", str(exc))
-    except Exception:
-        log.exception("request %s failed", request_id)
-        return error(500, "internal_error", f"internal error; request id {request_id} is in the server log")
-    done = time.monotonic()
-    timings = {"queue": 1000 * ((job.started or done) - arrived), "generate": 1000 * (done - (job.started or done)),
-               "total": 1000 * (done - arrived)}
-    service.metrics.latency.observe(done - arrived)
-    return _answer(service, body, job.seed, clips, timings, wants_json, request_id)
+    log.error("request %s failed", request_id, exc_info=exc)
+    return error(500, "internal_error", f"internal error; request id {request_id} is in the server log")
+
+
+def _sink(segments: asyncio.Queue):
+    """A job's segment sink for the worker thread: each item lands in the request's queue on its event loop."""
+    loop = asyncio.get_running_loop()
+    return lambda item: loop.call_soon_threadsafe(segments.put_nowait, item)
+
+
+def _stream(service: Service, body: GenerateRequest, job: Job, first, segments: asyncio.Queue, audio) -> Response:
+    """The clip as it is made: a WAV header with the exact final length (known up front), then 16-bit PCM chunks
+    per window; or raw PCM. A failure part-way ends the response without its last chunk, so the client sees an
+    incomplete transfer, never a shorter file that looks whole."""
+    config = service.tango.pipeline.config
+    total = (audio.samples + config.audio_samples(body.extend) if audio is not None
+             else config.audio_samples(body.duration or config.duration()))
+
+    done = threading.Event()
+
+    def finished() -> None:
+        """Once, whichever way the stream ends (completed, failed part-way, client gone, never started)."""
+        if not done.is_set():
+            done.set()
+            job.cancelled.set()  # a client gone mid-stream: its row leaves the batch at the next UNet step
+            service.in_flight -= 1
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            if body.response_format == "wav":
+                yield wav_header(total, config.sample_rate)
+            item = first
+            while item is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item.astype("<i2").tobytes()
+                item = await segments.get()
+        finally:
+            finished()
+
+    media = AUDIO_FORMATS[body.response_format][1]
+    if body.response_format == "pcm":
+        media += f";rate={config.sample_rate};channels=1"
+    return StreamingResponse(chunks(), media_type=media, headers={"X-Seed": str(job.seed)},
+                             background=BackgroundTask(finished))
 
 
 def _answer(service: Service, body: GenerateRequest, seed: int, clips: list, timings: dict, wants_json: bool,

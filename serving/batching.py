@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.errors import InputError, Interrupted, NumericsError
+from ..runtime.audio_input import InputAudio
+from ..runtime.editing import EditOptions
+from ..runtime.errors import InputError, Interrupted, NumericsError, TangoError
 from ..runtime.noise import row_generators
 
 log = logging.getLogger("tango_rt.serving")
@@ -45,20 +47,25 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class BatchKey:
-    """What must be equal for jobs to share one denoising call."""
+    """What must be equal for jobs to share one denoising call: the sampling parameters, what is made (edits: a
+    variation's strength, inpainted spans, an extension, a loop), the input's length, and whether it streams."""
 
     steps: int
     guidance: float
     scheduler: str
     duration: float | None
     scheduler_options: tuple = ()
+    edits: EditOptions = field(default_factory=EditOptions)
+    audio_samples: int | None = None  # inputs of one length share a call (their latents stack)
+    stream: bool = False  # runs window by window (Tango.stream_rows): streamed clips and extensions
 
     @classmethod
-    def of(cls, steps: int, guidance: float, scheduler: str, duration: float | None, options: dict) -> BatchKey:
+    def of(cls, steps: int, guidance: float, scheduler: str, duration: float | None, options: dict,
+           edits: EditOptions | None = None, audio_samples: int | None = None, stream: bool = False) -> BatchKey:
         """A hashable key: option values such as disable_corrector=[0, 1] become tuples (the Ray front door
         groups jobs in a dict by key)."""
         frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
-        return cls(steps, float(guidance), scheduler, duration, frozen)
+        return cls(steps, float(guidance), scheduler, duration, frozen, edits or EditOptions(), audio_samples, stream)
 
 
 @dataclass
@@ -69,6 +76,8 @@ class Job:
     key: BatchKey
     deadline: float  # time.monotonic() after which the result is no longer wanted
     request_id: str = ""
+    audio: InputAudio | None = None  # the request's input clip (variations, inpainting, extension)
+    sink: Callable[[np.ndarray | BaseException | None], None] | None = None  # a stream's segments, then None
     future: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.monotonic)
@@ -105,9 +114,16 @@ def _run_live(tango: Any, jobs: list[Job]) -> list[JobResult]:
     streams = [g for job in jobs for g in row_generators(job.seed, job.samples)]
     owners = [job for job in jobs for _ in range(job.samples)]
     options = dict(scheduler=key.scheduler, scheduler_options=dict(key.scheduler_options), duration=key.duration)
+    wanted = lambda: [job.withdrawn() is None for job in owners]  # noqa: E731
     try:
-        rows = tango.generate_rows(prompts, streams, key.steps, key.guidance, **options,
-                                   wanted=lambda: [job.withdrawn() is None for job in owners])
+        if key.stream:
+            return _run_stream(tango, jobs, prompts, streams, options, wanted)
+        edits = key.edits
+        if edits.audio:
+            options.update(audio=[job.audio for job in owners], strength=edits.strength,
+                           inpaint=list(edits.inpaint) or None, duration=None)
+        rows = tango.generate_rows(prompts, streams, key.steps, key.guidance, **options, loop=edits.loop,
+                                   wanted=wanted)
     except Interrupted:
         return [job.withdrawn() or Cancelled() for job in jobs]
     except NumericsError as exc:
@@ -120,6 +136,34 @@ def _run_live(tango: Any, jobs: list[Job]) -> list[JobResult]:
         clips = rows[start : start + job.samples]
         start += job.samples
         results.append(clips if all(c is not None for c in clips) else job.withdrawn() or Cancelled())
+    return results
+
+
+def _run_stream(tango: Any, jobs: list[Job], prompts: list[str], streams: list, options: dict, wanted) -> list:
+    """Windowed jobs (streamed long-form, extension; one clip each): every window's segment goes to its job's sink
+    as it is made, then None (a failure part-way goes there instead: the stream is cut off); a job without a sink
+    gets its clip whole as its result."""
+    key = jobs[0].key
+    audio = [job.audio for job in jobs] if key.edits.audio else None
+    kept: list[list[np.ndarray]] = [[] for _ in jobs]  # the segments of jobs answered as one clip (no sink)
+    failure: BaseException | None = None
+    try:
+        for segments in tango.stream_rows(prompts, streams, key.steps, key.guidance, **options, audio=audio,
+                                          extend=key.edits.extend, wanted=wanted):
+            for row, segment in segments.items():
+                if jobs[row].sink is None:
+                    kept[row].append(segment)
+                else:
+                    jobs[row].sink(segment)
+    except Interrupted:
+        pass  # every row withdrawn: each job says why below
+    except (TangoError, ValueError) as exc:  # NaN / Inf part-way, or a bad input found late: not retried
+        failure = exc
+    results = [job.withdrawn() or failure or [np.concatenate(kept[i]) if job.sink is None else np.zeros(0, np.int16)]
+               for i, job in enumerate(jobs)]
+    for job, result in zip(jobs, results, strict=True):
+        if job.sink is not None:
+            job.sink(result if isinstance(result, BaseException) else None)
     return results
 
 

@@ -2,9 +2,10 @@
 
 A pure ASGI middleware, so it runs before FastAPI reads or validates a body: a request without the key gets its
 401 without the server having parsed a byte of JSON, and a body past the cap gets a 413 as soon as its
-Content-Length (or, when chunked, its running length) says so. What needs no key: the health probes (load
-balancers and supervisors send none). Everything else, /metrics, /v1/models (model id, limits) and the OpenAPI
-pages included, needs the key when one is set.
+Content-Length (or, when chunked, its running length) says so. The cap depends on the media type: JSON and
+multipart bodies may carry one audio file (Settings.body_cap), anything else only the small request. What needs
+no key: the health probes (load balancers and supervisors send none). Everything else, /metrics, /v1/models
+(model id, limits) and the OpenAPI pages included, needs the key when one is set.
 """
 
 from __future__ import annotations
@@ -38,17 +39,18 @@ async def _refuse(send: Send, status: int, code: str, message: str, extra: list 
 
 
 class Gate:
-    """ASGI middleware: `limits()` gives (api_key or None, max body bytes) for the current service."""
+    """ASGI middleware: `limits()` gives (api_key or None, body cap by content type) for the current service."""
 
-    def __init__(self, app: Callable, limits: Callable[[], tuple[str | None, int]]):
+    def __init__(self, app: Callable, limits: Callable[[], tuple[str | None, Callable[[str], int]]]):
         self.app = app
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        key, max_body = self.limits()
+        key, body_cap = self.limits()
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        max_body = body_cap(headers.get("content-type", ""))
         if key and scope["path"] not in OPEN_PATHS and not key_matches(headers, key):
             return await _refuse(send, 401, "unauthorized", "missing or wrong API key (X-API-Key: KEY or "
                                  "Authorization: Bearer KEY)", [(b"www-authenticate", b"Bearer")])

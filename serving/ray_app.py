@@ -26,7 +26,9 @@ from ray import serve
 from ray.serve.config import BackpressureConfig
 
 from .app import (
-    GenerateRequest,
+    REQUEST_BODY,
+    RESPONSES,
+    document_request_body,
     handle_generate,
     handle_live,
     handle_metrics,
@@ -40,12 +42,13 @@ from .service import Service, Settings
 
 REPLICA: dict[str, Settings] = {}  # this replica's settings (one deployment replica per Ray worker process)
 api = FastAPI(title="tango-rt (Ray Serve)", description="Text-to-audio with Tango models")
+document_request_body(api)
 install_error_handler(api, lambda request: None)
 api.add_middleware(Gate, limits=lambda: _gate_limits(REPLICA.get("settings")))
 
 
-def _gate_limits(settings: Settings | None) -> tuple[str | None, int]:
-    return (settings.api_key, settings.max_body_bytes) if settings else (None, Settings("").max_body_bytes)
+def _gate_limits(settings: Settings | None):
+    return (settings.api_key, settings.body_cap) if settings else (None, Settings("").body_cap)
 
 
 class RayService(Service):
@@ -102,9 +105,9 @@ class TangoDeployment:
                 results[i] = result
         return [r if not isinstance(r, BaseException) else _Raise(r) for r in results]
 
-    @api.post("/v1/audio/generate")
-    async def generate(self, request: Request, body: GenerateRequest) -> Response:
-        response = await handle_generate(self.service, request, body)
+    @api.post("/v1/audio/generate", responses=RESPONSES, openapi_extra={"requestBody": REQUEST_BODY})
+    async def generate(self, request: Request) -> Response:
+        response = await handle_generate(self.service, request)
         response.headers["X-Replica-Pid"] = str(os.getpid())
         return response
 

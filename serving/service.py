@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..runtime.audio_input import InputAudio
+from ..runtime.editing import MIN_EXTEND_INPUT_S, EditOptions, loop_layout
 from ..runtime.errors import InputError
 from ..runtime.instrument import Recorder, instrument
 from ..runtime.precision import FP32
@@ -102,34 +104,77 @@ class Service:
             if isinstance(result, Cancelled | Expired):
                 self.metrics.withdrawn.labels("disconnected" if isinstance(result, Cancelled) else "deadline").inc()
 
+    def load_audio(self, data: bytes) -> InputAudio:
+        """A request's audio file (its bytes, any format soundfile reads): decoded, mono, at the model's rate, within
+        the caps (AudioTooLarge: 413; InputError: 422). Called off the event loop: decoding takes milliseconds."""
+        s = self.settings
+        if s.max_audio_bytes <= 0:
+            raise InputError("audio input is turned off on this server (--max-audio-bytes 0)")
+        if len(data) > s.max_audio_bytes:
+            raise AudioTooLarge(f"audio has {len(data)} bytes; this server takes at most {s.max_audio_bytes}")
+        return self.tango.editor.load(data, None, s.max_audio_s, what="audio")
+
     def job(self, prompt: str, steps: int, guidance: float, scheduler: str | None, samples: int, seed: int | None,
-            duration: float | None, scheduler_options: dict | None, request_id: str) -> Job:
-        """A validated job for one request (InputError names the bad field)."""
+            duration: float | None, scheduler_options: dict | None, request_id: str, *,
+            audio: InputAudio | None = None, strength: float | None = None, inpaint: list | None = None,
+            extend: float | None = None, loop: bool = False, stream: bool = False) -> Job:
+        """A validated job for one request (InputError names the bad field), refused before any model work."""
         if len(prompt) > self.settings.max_prompt_chars:
             raise PromptTooLong(f"prompt has {len(prompt)} characters; this server takes at most "
                                 f"{self.settings.max_prompt_chars}")
         if not prompt.strip():
             raise InputError("prompt is empty")
-        self.check_limits(steps, samples, duration)
+        edits = EditOptions.check(audio is not None, strength, inpaint, extend, loop,
+                                  audio.seconds if audio else None, duration)
+        self.check_limits(steps, samples, duration, edits)
         scheduler = scheduler or DEFAULT_SCHEDULER
         options = dict(scheduler_options or {})
         self.tango.scheduler(scheduler, **options).set_timesteps(steps)  # bad sampler / steps / options: 422 now
-        self.tango.latent_frames(duration)  # a duration outside the exported range: 422 now
-        key = BatchKey.of(steps, guidance, scheduler, duration, options)
+        windowed = self._check_shape(duration, audio, edits, stream, samples)
+        key = BatchKey.of(steps, guidance, scheduler, duration, options, edits, audio.samples if audio else None,
+                          windowed)
         seed = secrets.randbits(63) if seed is None else seed
-        return Job(prompt, samples, seed, key, time.monotonic() + self.settings.timeout_s, request_id)
+        return Job(prompt, samples, seed, key, time.monotonic() + self.settings.timeout_s, request_id, audio)
 
-    def check_limits(self, steps: int, samples: int, duration: float | None) -> None:
-        """This server's caps (Settings), each an InputError (422) naming the field and the cap."""
+    def _check_shape(self, duration: float | None, audio: InputAudio | None, edits: EditOptions, stream: bool,
+                     samples: int) -> bool:
+        """What the request's clip length asks of the model, refused now where it cannot be made; returns whether
+        it runs window by window (a stream, an extension)."""
+        editor = self.tango.editor
+        if stream and samples != 1:
+            raise InputError("stream=true sends one clip: samples must be 1")
+        if stream and (edits.loop or (edits.audio and edits.extend is None)):
+            raise InputError("stream=true streams long-form clips and extensions (extend with audio); loops, "
+                             "variations and inpainting come whole")
+        if edits.extend is not None:
+            if audio.seconds < MIN_EXTEND_INPUT_S:
+                raise InputError(f"audio: {audio.seconds:.3f} s is too short to extend (at least "
+                                 f"{MIN_EXTEND_INPUT_S} s)")
+            return True
+        if audio is not None:
+            self.tango.pipeline.check_latent_frames(self.tango.pipeline.config.latent_frames_covering(audio.samples))
+        elif edits.loop:
+            loop_layout(duration or self.tango.pipeline.config.duration(), self.tango.pipeline.config,
+                        editor.max_frames())
+        elif not stream and (duration is None or duration <= editor.max_seconds()):
+            self.tango.latent_frames(duration)  # a duration outside the exported range: 422 now
+        return stream
+
+    def check_limits(self, steps: int, samples: int, duration: float | None, edits: EditOptions | None = None) -> None:
+        """This server's caps (Settings), each an InputError (422) naming the field and the cap. The audio made per
+        request is bounded by max_duration_s: a clip's duration, or the seconds an extension adds."""
         s = self.settings
         if steps > s.max_steps:
             raise InputError(f"steps={steps} is more than this server runs per request (max_steps {s.max_steps})")
         if samples > s.max_samples:
             raise InputError(f"samples={samples} is more than this server makes per request "
                              f"(max_samples {s.max_samples})")
-        seconds = self.tango.pipeline.config.duration() if duration is None else duration
-        if seconds > s.max_duration_s:
-            raise InputError(f"duration {seconds:.2f} s is longer than this server makes per request "
+        if edits is not None and edits.extend is not None:
+            seconds, what = edits.extend, "extend"
+        else:
+            seconds, what = (self.tango.pipeline.config.duration() if duration is None else duration), "duration"
+        if (edits is None or not edits.audio or edits.extend is not None) and seconds > s.max_duration_s:
+            raise InputError(f"{what} {seconds:.2f} s is longer than this server makes per request "
                              f"(max_duration_s {s.max_duration_s:g})")
 
     def describe(self) -> dict:
@@ -148,6 +193,10 @@ class Service:
 
 class PromptTooLong(InputError):
     """A prompt past the server's cap: 413."""
+
+
+class AudioTooLarge(InputError):
+    """An audio file past the server's cap: 413."""
 
 
 def _artifact_precision(model: str) -> str:

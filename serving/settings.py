@@ -6,14 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+MULTIPART_OVERHEAD = 4096  # part headers and boundaries of a multipart upload (or a JSON body's own quoting)
+
 
 @dataclass
 class Settings:
     """One server's configuration; the defaults are the CLI's. The caps bound what one request may cost: the
     worker is shared, so a request for 1000 steps or 10 minutes of audio would hold everyone else up for hours.
-    Defaults: 200 steps (the paper's setting; the fast presets need 15-25), 30 s of audio per request (longer
-    clips belong in long-form generation), 4 clips per request, a 64 KiB body (a 1000-character prompt and every
-    option fit in 2 KiB)."""
+    Defaults: 200 steps (the paper's setting; the fast presets need 15-25), 30 s of audio per request (raise it
+    for long-form beds: the worker is held for the whole clip), 4 clips per request, a 64 KiB body (a
+    1000-character prompt and every option fit in 2 KiB), and for audio in an 8 MiB file of at most 30 s (a 30 s
+    WAV at 44.1 kHz stereo is 5 MiB; the body cap grows by what the audio may take)."""
 
     model: str
     backend: str = "torch"
@@ -28,11 +31,24 @@ class Settings:
     max_duration_s: float = 30.0
     max_samples: int = 4
     max_body_bytes: int = 65536
+    max_audio_bytes: int = 8 * 2**20
+    max_audio_s: float = 30.0
     api_key: str | None = None
     warmup: bool = True
+
+    def body_cap(self, content_type: str) -> int:
+        """The body cap the gate enforces before parsing: `max_body_bytes` for a request, plus room for one audio
+        file where the media type can carry one (base64 in JSON is 4/3 of the file; a multipart upload the file
+        and its part headers). max_audio_bytes 0 turns audio input off."""
+        kind = content_type.split(";", 1)[0].strip().lower()
+        if self.max_audio_bytes <= 0 or kind not in ("application/json", "multipart/form-data"):
+            return self.max_body_bytes
+        audio = self.max_audio_bytes if kind == "multipart/form-data" else -(-4 * self.max_audio_bytes // 3)
+        return self.max_body_bytes + audio + MULTIPART_OVERHEAD
 
     def limits(self) -> dict[str, Any]:
         """The per-request caps, as /v1/models shows them."""
         return {"max_steps": self.max_steps, "max_duration_s": self.max_duration_s, "max_samples": self.max_samples,
                 "max_prompt_chars": self.max_prompt_chars, "max_body_bytes": self.max_body_bytes,
+                "max_audio_bytes": self.max_audio_bytes, "max_audio_s": self.max_audio_s,
                 "timeout_s": self.timeout_s}

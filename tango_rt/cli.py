@@ -51,6 +51,17 @@ def _output_paths(out: str, prompts: list[str], samples: int) -> list[Path]:
 
 
 
+def _span(text: str) -> tuple[float, float]:
+    """--inpaint START:END in seconds."""
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(start), float(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END in seconds, e.g. 3.2:4.0, got {text!r}") from None
+
+
 @command
 def cmd_generate(args: argparse.Namespace) -> int:
     from .runtime.audio import write_audio
@@ -58,21 +69,42 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     paths = _output_paths(args.out, args.prompts, args.samples)
     tango = Tango(args.model, device=args.device, backend=args.backend, **_backend_options(args))
+    common = dict(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
+                  scheduler_options=option_pairs(args.scheduler_option))
+    long_form = args.duration is not None and args.duration > tango.editor.max_seconds()
+    if args.extend is not None or long_form:  # windows: written as they finish
+        return _write_stream(tango, args, paths, common)
     waves = tango.generate_for_batch(
-        args.prompts,
-        steps=args.steps,
-        guidance=args.guidance,
-        samples=args.samples,
-        batch_size=args.batch_size,
-        disable_progress=args.quiet,
-        scheduler=args.scheduler,
-        scheduler_options=option_pairs(args.scheduler_option),
-        duration=args.duration,
-        seed=args.seed,
+        args.prompts, samples=args.samples, batch_size=args.batch_size, disable_progress=args.quiet,
+        duration=args.duration, seed=args.seed, audio=args.audio, strength=args.strength, inpaint=args.inpaint,
+        loop=args.loop, **common,
     )
     clips = [w for group in waves for w in group] if args.samples > 1 else waves
     for path, wave in zip(paths, clips, strict=True):
         print(write_audio(path, wave, tango.sample_rate))
+    return 0
+
+
+def _write_stream(tango, args: argparse.Namespace, paths: list[Path], common: dict) -> int:
+    """Long-form and extension: every clip's file grows window by window (a player can open it meanwhile)."""
+    from .runtime.audio import AudioStreamWriter
+    from .runtime.noise import row_generators
+
+    if args.strength is not None or args.inpaint or args.loop:
+        raise InputError("--extend and long --duration make windows: they take no --strength, --inpaint or --loop")
+    prompts = [p for p in args.prompts for _ in range(args.samples)]
+    streams = row_generators(args.seed, len(prompts))
+    writers = [AudioStreamWriter(path, tango.sample_rate) for path in paths]
+    try:
+        for segments in tango.stream_rows(prompts, streams, duration=args.duration, audio=args.audio,
+                                          extend=args.extend, progress=not args.quiet, **common):
+            for row, segment in segments.items():
+                writers[row].write(segment)
+    finally:
+        for writer in writers:
+            writer.close()
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -151,7 +183,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                         timeout_s=args.timeout, max_prompt_chars=args.max_prompt_chars, max_steps=args.max_steps,
                         max_duration_s=args.max_duration, max_samples=args.max_samples,
-                        max_body_bytes=args.max_body_bytes, api_key=api_key)
+                        max_body_bytes=args.max_body_bytes, max_audio_bytes=args.max_audio_bytes,
+                        max_audio_s=args.max_audio_seconds, api_key=api_key)
     if args.ray:
         from .serving.ray_app import run as run_ray
 
@@ -218,8 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
                      "--scheduler-option use_karras_sigmas=true at 15 steps)")
     gen.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
                      help="diffusers scheduler option, e.g. use_karras_sigmas=true (repeatable)")
-    gen.add_argument("--duration", type=float, default=None, help="clip length in seconds (default 10.24)")
+    gen.add_argument("--duration", type=float, default=None,
+                     help="clip length in seconds (default 10.24); past one UNet pass (40.96 s for a checkpoint) "
+                     "made in 10.24 s windows and written as they finish")
     gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--audio", default=None, help="input audio file (any format soundfile reads; resampled to "
+                     "16 kHz): a variation with --strength, spans regenerated with --inpaint, or --extend")
+    gen.add_argument("--strength", type=float, default=None,
+                     help="with --audio: share of the schedule re-run, in (0, 1] (default 0.5; 1 with --inpaint)")
+    gen.add_argument("--inpaint", type=_span, action="append", default=None, metavar="START:END",
+                     help="with --audio: seconds to regenerate, the rest kept exactly (repeatable)")
+    gen.add_argument("--extend", type=float, default=None, metavar="SECONDS",
+                     help="with --audio: continue it by this many seconds (written as windows finish)")
+    gen.add_argument("--loop", action="store_true", help="a seamless loop of --duration seconds")
     gen.add_argument("-o", "--out", default="tango_out",
                      help="output folder, or one file (.wav, .flac) when a single clip is generated")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -310,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-samples", type=int, default=served.max_samples, help="more clips per request: 422")
     srv.add_argument("--max-body-bytes", type=int, default=served.max_body_bytes,
                      help="larger request bodies: 413 (before they are parsed)")
+    srv.add_argument("--max-audio-bytes", type=int, default=served.max_audio_bytes,
+                     help="largest input audio file (413); 0 turns audio input off")
+    srv.add_argument("--max-audio-seconds", type=float, default=served.max_audio_s,
+                     help="longest input audio (seconds, 422)")
     srv.add_argument("--api-key-file", default=None, help="file holding the key clients must send")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--ray", action="store_true", help="run on Ray Serve (pip install 'tango-rt[ray]')")

@@ -112,6 +112,9 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
             for key in ("mean", "median", "p95", "samples"):
                 assert key in run["end_to_end"] and key in run["stages"]["vocoder"]
             assert run["rtf"] > 0 and run["throughput_clips_per_s"] > 0
+        audio_in = variant["audio_in"]  # the VAE encoder and the mel front end, timed per clip
+        assert audio_in["vae_encoder"]["n"] == 2 and audio_in["vae_encoder"]["median"] > 0
+        assert audio_in["audio_to_mel"]["n"] == 2 and audio_in["encoder_load_s"] > 0
     assert set(result["speedup_vs_baseline"]["onnxruntime"]["1"]) >= {"end_to_end", "unet_step", "vocoder"}
     assert result["speedup_vs_baseline"]["torch"]["1"]["end_to_end"] == 1.0
     assert result["variants"]["torch"]["unet_vs_baseline"]["snr_db"] == float("inf")
@@ -119,6 +122,7 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
     assert error["finite"] and error["cosine"] > THRESHOLDS["fp32"][0] and error["snr_db"] > THRESHOLDS["fp32"][1]
     assert (out / "chart.png").stat().st_size > 1000
     assert "| onnxruntime | 2 |" in (out / "results.md").read_text()
+    assert "| onnxruntime | " in (out / "results.md").read_text().split("Audio in")[1]
     assert "speed-up" in capsys.readouterr().out
 
 

@@ -3,6 +3,7 @@ HTTP API; requests spread over both replicas, and one replica killed while servi
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import INT16_LSB
+from conftest import FIXTURE, INT16_LSB
 
 pytest.importorskip("ray.serve", reason="needs ray[serve]: pip install 'tango-rt[ray]'")
 httpx = pytest.importorskip("httpx")
@@ -83,5 +84,24 @@ def test_ray_checks_the_key_first_applies_the_caps_and_stops_a_late_job_between_
         assert late.status_code == 504
         fast = srv.client.post("/v1/audio/generate", json={"prompt": "next", **FAST}, headers=auth)
         assert fast.status_code == 200 and time.monotonic() - started < 9  # the late job ran ~4 s, not ~10 s
+        _audio_in_and_streams(srv, auth)
     finally:
         srv.terminate(timeout=120)
+
+
+def _audio_in_and_streams(srv, auth: dict) -> None:
+    """Audio in and a streamed extension through Ray's batch: the same runner, the same answers."""
+    wav = FIXTURE.parent / "audio-in" / "tone_16k.wav"
+    audio = base64.b64encode(wav.read_bytes()).decode()
+    variation = srv.client.post("/v1/audio/generate", headers=auth, json={
+        "prompt": "rain", "steps": 2, "scheduler": "ddim", "seed": 4, "audio": audio, "strength": 0.5})
+    assert variation.status_code == 200
+    assert soundfile.read(io.BytesIO(variation.content), dtype="int16")[0].shape == (20800,)
+    body = {"prompt": "rain", "steps": 1, "scheduler": "ddim", "seed": 6, "audio": audio, "extend": 12}
+    with srv.client.stream("POST", "/v1/audio/generate", headers=auth, json={**body, "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
+        streamed = b"".join(response.iter_bytes())
+    whole = srv.client.post("/v1/audio/generate", headers=auth, json=body)
+    assert len(streamed) == 44 + 2 * (20800 + 12 * 16000)
+    np.testing.assert_array_equal(soundfile.read(io.BytesIO(streamed), dtype="int16")[0],
+                                  soundfile.read(io.BytesIO(whole.content), dtype="int16")[0])
