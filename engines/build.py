@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..export.folders import file_entry, log, prepare_output_folder, write_manifest
-from ..runtime.artifacts import SCHEDULER_FILE, TOKENIZER_DIR, is_artifact, open_artifact
+from ..runtime.artifacts import FRONT_END, SCHEDULER_FILE, TOKENIZER_DIR, is_artifact, open_artifact
 from ..runtime.errors import ArtifactError, BackendError
 from ..runtime.precision import FP16, FP32
 from ..runtime.specs import COMPONENTS, DimRange, component_specs
@@ -107,6 +107,7 @@ def engine_manifest(onnx_manifest: dict, onnx_folder: Path, ranges: dict[str, Di
             "onnx_sha256": {name: onnx_manifest["components"][name]["sha256"] for name in entries},
         },
         "components": entries,
+        **({FRONT_END: onnx_manifest[FRONT_END]} if FRONT_END in onnx_manifest else {}),
     }
 
 
@@ -146,7 +147,7 @@ def build_engines(
     trt = import_tensorrt()
     environment = current_environment(trt, CudaRuntime(0))
     specs = component_specs(config)
-    names = list(components)
+    names = [n for n in components if n in artifact.manifest["components"]]  # an export from before audio input
     cache_path = Path(timing_cache) if timing_cache else out / "timing.cache"
     seed = cache_path.read_bytes() if cache_path.is_file() else b""  # before --force empties `out`
     prepare_output_folder(out, force, inputs=[onnx])
@@ -176,6 +177,8 @@ def build_engines(
     cache_path.write_bytes(bytes(cache.serialize()))
     shutil.copytree(onnx / TOKENIZER_DIR, out / TOKENIZER_DIR)
     shutil.copy2(onnx / SCHEDULER_FILE, out / SCHEDULER_FILE)
+    if FRONT_END in artifact.manifest:  # the audio front end's buffers (audio input) travel with the engines
+        shutil.copy2(onnx / artifact.manifest[FRONT_END]["file"], out / artifact.manifest[FRONT_END]["file"])
     write_manifest(out, engine_manifest(artifact.manifest, onnx, ranges, entries, environment, static,
                                          optimization_level))
     return out

@@ -27,10 +27,11 @@ def test_metrics_on_known_inputs():
 
 def test_fp32_export_passes(onnx_dir):
     rows = check_model(str(onnx_dir))
-    assert {r.component for r in rows} == {"text_encoder", "unet", "vae_decoder", "vocoder"}
+    assert {r.component for r in rows} == {"text_encoder", "unet", "vae_decoder", "vocoder", "vae_encoder"}
     graphs = {(r.component, r.graph) for r in rows}  # the fused and the plain graph both get checked
     assert {("unet", "unet.ort.onnx"), ("unet", "unet.onnx"), ("vae_decoder", "vae_decoder.ort.onnx"),
-            ("vae_decoder", "vae_decoder.onnx"), ("vocoder", "vocoder.onnx")} <= graphs
+            ("vae_decoder", "vae_decoder.onnx"), ("vocoder", "vocoder.onnx"), ("vae_encoder", "vae_encoder.onnx"),
+            ("vae_encoder", "vae_encoder.ort.onnx")} <= graphs
     assert all(r.passed and r.backend == "onnxruntime" for r in rows), rows
     assert min(r.snr_db for r in rows) > THRESHOLDS["fp32"][1]
 

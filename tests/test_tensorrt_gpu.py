@@ -57,6 +57,25 @@ def test_fp32_engines_reproduce_the_golden_run(engines_fp32, golden, golden_meta
     assert np.abs(np.stack(waves).astype(np.int32) - golden["vocoder_wave_int16"]).max() <= 64 * INT16_LSB
 
 
+def test_audio_in_on_engines(engines_fp32, tiny_tango):
+    """The VAE encoder's engine and the front end the engine folder carries: the original's latents, and an
+    inpainting whose outside is the input exactly (the composite holds on any backend)."""
+    import soundfile
+
+    from conftest import FIXTURE
+    from tango_rt import Tango
+
+    wav = FIXTURE.parent / "audio-in" / "tone_16k.wav"
+    golden = np.load(FIXTURE.parent / "audio-in" / "golden.npz")
+    tango = Tango(str(engines_fp32), backend="tensorrt")
+    np.testing.assert_allclose(tango.encode_audio(wav), golden["tone_16k_latents"][0], rtol=1e-2, atol=1e-2)
+    clip = tango.generate("a cough", audio=wav, inpaint=[(0.3, 0.6)], steps=3, seed=1, scheduler="ddim")
+    original = soundfile.read(wav, dtype="int16")[0]
+    outside = np.ones(len(original), bool)
+    outside[round(0.3 * 16000) : round(0.6 * 16000)] = False
+    np.testing.assert_array_equal(clip[outside], original[outside])
+
+
 def test_fp16_engines_pass_check(engines_fp16):
     from tango_rt.export.check import check_model
 

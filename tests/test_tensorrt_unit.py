@@ -19,7 +19,7 @@ from tango_rt.runtime.backends.trt_backend import TrtComponent, plan_buffers
 from tango_rt.runtime.backends.trt_compat import check_environment, check_onnx_source, rebuild_command
 from tango_rt.runtime.checkpoint import load_checkpoint
 from tango_rt.runtime.errors import ArtifactError, BackendError, InputError
-from tango_rt.runtime.specs import ShapeProfile, component_specs
+from tango_rt.runtime.specs import ShapeProfile, component_specs, dims
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,10 @@ def test_engine_manifest_records_what_the_runtime_checks(config):
     assert manifest["tensorrt"]["version"] == ENV["version"] and manifest["tensorrt"]["static"]["text_len"] == 32
     assert manifest["built_from"] == {"folder": str(Path("/x/onnx").resolve()), "onnx_sha256": {"unet": "sha256:abc"}}
     assert manifest["shape_ranges"]["cfg_batch"] == [2, 2, 2, 1] and manifest["precision"] == "fp16"
+    assert "mel_frontend" not in manifest  # an export from before audio input has none to carry
+    front_end = {"file": "mel_frontend.npz", "size": 1, "sha256": "sha256:f", "config": {}}
+    carried = engine_manifest({**onnx_manifest, "mel_frontend": front_end}, Path("/x/onnx"), ranges, {}, ENV, None, 3)
+    assert carried["mel_frontend"] == front_end  # the audio front end travels with the engines
 
 
 # --- the backend against a host-memory stand-in ------------------------------------------------------------------
@@ -196,11 +200,12 @@ class FakeContext:
         for t in self.spec.inputs:
             dims.update({d: s for d, s in zip(t.shape, self.shapes[t.name], strict=True) if isinstance(d, str)})
         dims["mel_frames"] = dims.get("mel_frames", dims.get("latent_frames", 0) * 4)
+        dims.setdefault("latent_frames", dims["mel_frames"] // 4)  # the VAE encoder: mel in, latents out
         dims["samples"] = 163872 if dims.get("mel_frames") == 1024 else 0
         return dims
 
     def get_tensor_shape(self, name):
-        return self.spec.outputs[0].resolve(self._dims())
+        return next(t for t in self.spec.outputs if t.name == name).resolve(self._dims())
 
     def _run(self):
         self.executions += 1
@@ -209,8 +214,11 @@ class FakeContext:
             size = int(np.prod(self.shapes[t.name])) * np.dtype(self.dtypes[t.name]).itemsize
             raw = bytes(self.cuda.memory[self.addresses[t.name]][:size])
             feeds[t.name] = np.frombuffer(raw, self.dtypes[t.name]).reshape(self.shapes[t.name])
-        out = self.compute(feeds).astype(self.dtypes[self.spec.output_names[0]])
-        self.cuda.memory[self.addresses[self.spec.output_names[0]]][: out.nbytes] = out.tobytes()
+        results = self.compute(feeds)
+        for name, out in zip(self.spec.output_names, results if isinstance(results, tuple) else (results,),
+                             strict=True):
+            out = np.asarray(out).astype(self.dtypes[name])
+            self.cuda.memory[self.addresses[name]][: out.nbytes] = out.tobytes()
 
     def execute_async_v3(self, stream_handle):
         if self.fail:
@@ -241,6 +249,21 @@ def test_backend_copies_shapes_and_results(specs, config, tiny_tango, golden):
     mel = component(latents=golden["ddim_final_latents"][:2])
     np.testing.assert_array_equal(mel, reference(latents=golden["ddim_final_latents"][:2]))
     assert context.shapes["latents"] == (2, 8, 256, 16) and context.executions == 1
+
+
+def test_an_engine_with_two_outputs_returns_both(specs, config, tiny_tango):
+    """The VAE encoder's engine has two outputs (posterior mean and log-variance): each is copied back from its
+    own buffer, in the declared order, converted from an FP16 engine's types to float32."""
+    reference = tiny_tango.pipeline.component("vae_encoder")
+    component, context, _ = _component(specs, config, "vae_encoder", lambda f: reference(**f),
+                                       dtypes={"mean": "float16", "logvar": "float16"})
+    feeds = specs["vae_encoder"].sample_inputs(dims(config, 2, 1, 24), config, seed=3)
+    mean, logvar = component(**feeds)
+    want_mean, want_logvar = reference(**feeds)
+    assert mean.dtype == logvar.dtype == np.float32 and mean.shape == (2, 8, 24, 16) == logvar.shape
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-3, atol=2e-3)  # one FP16 rounding of each output
+    np.testing.assert_allclose(logvar, want_logvar, rtol=1e-3, atol=2e-3)
+    assert context.shapes["mel"] == (2, 1, 96, 64)
 
 
 def test_fp16_engine_io_is_converted(specs, config, tiny_tango, golden):
