@@ -27,6 +27,7 @@ from ..runtime.artifacts import is_artifact, open_artifact
 from ..runtime.backends.registry import BACKENDS, get_backend
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import InputError, TangoError
+from ..runtime.guidance import UNetPlan
 from ..runtime.schedulers import SCHEDULER_NAMES
 from ..runtime.schedulers.config import check_user_options, option_pairs
 from .machine import machine_info
@@ -91,6 +92,9 @@ class BenchConfig:
     preset: str | None = None
     memory_limit_mb: int | None = None  # each variant runs in a memory cgroup of this size (memory_limit.py)
     options: dict = field(default_factory=dict)  # --option KEY=VALUE: for the variants whose backend declares KEY
+    # --guidance-interval / --cache-interval / --cache-schedule: Tango's keyword arguments (runtime/guidance.py)
+    unet_work: dict = field(default_factory=lambda: {"guidance_interval": None, "cache_interval": 1,
+                                                     "cache_schedule": "uniform"})
 
 
 def onnx_folder(source: str, precision: str, work: Path, max_batch: int) -> Path:
@@ -262,7 +266,10 @@ def main(args) -> int:
         steps=settings["steps"] or 10, scheduler=args.scheduler, duration=args.duration, warmup=args.warmup,
         repeat=args.repeat, device=settings["device"], preset=args.preset, memory_limit_mb=args.memory_limit_mb,
         options=parse_options(args.option), scheduler_options=check_user_options(option_pairs(args.scheduler_option)),
+        unet_work={"guidance_interval": args.guidance_interval, "cache_interval": args.cache_interval,
+                   "cache_schedule": args.cache_schedule},
     )
+    UNetPlan.of(**config.unet_work)  # bad values: an error now, not in every child
     declared = {key for variant in config.variants for key in get_backend(Variant.parse(variant).backend).options}
     if set(config.options) - declared:
         raise InputError(f"--option {sorted(set(config.options) - declared)}: no variant's backend takes it "

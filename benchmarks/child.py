@@ -11,8 +11,10 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..runtime.flops import UNetShape, run_gflop
+from ..runtime.guidance import UNetPlan
 from ..runtime.instrument import STAGES, Recorder, instrument
-from ..runtime.specs import UNET, VAE_ENCODER, component_specs, dims
+from ..runtime.specs import UNET, UNET_SHALLOW, VAE_ENCODER, component_specs, dims
 from ..runtime.tango import Tango
 from .machine import proc_status_mb
 from .stats import summarize
@@ -77,7 +79,7 @@ def probe_unet(tango: Tango, path: str, prompt: str, frames: int) -> None:
     config = tango.pipeline.config
     text_len = tango.pipeline.tokenizer([prompt])[0].shape[1]
     feeds = component_specs(config)[UNET].sample_inputs(dims(config, 1, text_len, frames), config, seed=0)
-    np.save(path, tango.pipeline.components[UNET](**feeds))
+    np.save(path, tango.pipeline.components[UNET](**feeds)[0])  # noise_pred (the deep feature is [1])
 
 
 def measure(job: dict) -> dict:
@@ -98,7 +100,7 @@ def measure(job: dict) -> dict:
         def generate(seed: int, prompts=prompts, batch=batch) -> None:
             tango.generate_for_batch(prompts, steps=config["steps"], guidance=config["guidance"], batch_size=batch,
                                      scheduler=config["scheduler"], scheduler_options=config["scheduler_options"],
-                                     duration=config["duration"], seed=seed)
+                                     duration=config["duration"], seed=seed, **config["unet_work"])
             recorder.end_generation()
 
         for seed in tqdm(range(config["warmup"]), desc=f"{variant['name']} batch {batch} warm-up", leave=False):
@@ -118,6 +120,7 @@ def measure(job: dict) -> dict:
             "throughput_clips_per_s": batch / e2e["median"],
         }
         batches[str(batch)]["extrapolated_s"] = extrapolate(batches[str(batch)])
+        batches[str(batch)]["unet_gflop_per_clip"] = unet_gflop(tango, config, frames)
     audio_in = measure_audio_in(tango, recorder, audio_s, config["warmup"], config["repeat"])
     return {
         "variant": variant,
@@ -137,6 +140,22 @@ def measure(job: dict) -> dict:
         "batches": batches,
         "audio_in": audio_in,
     }
+
+
+def unet_gflop(tango: Tango, config: dict, frames: int) -> float | None:
+    """Analytic UNet GFLOP of one clip with the run's sampler and UNet plan (runtime/flops.py); None for a model
+    whose export predates the architecture record."""
+    pipeline = tango.pipeline
+    if pipeline.config.unet_shape is None:
+        return None
+    sampler = tango.scheduler(config["scheduler"], **config["scheduler_options"])
+    sampler.set_timesteps(config["steps"])
+    work = config["unet_work"]
+    calls = UNetPlan.of(work["guidance_interval"], work["cache_interval"], work["cache_schedule"]).calls(
+        sampler, range(config["steps"]), config["guidance"] > 1)
+    text_len = pipeline.tokenizer([config["prompt"]])[0].shape[1]
+    return run_gflop(UNetShape.from_dict(pipeline.config.unet_shape), calls, 1, frames, pipeline.config.latent_bins,
+                     text_len, pipeline.config.unet_cache_cut)
 
 
 def measure_audio_in(tango: Tango, recorder: Recorder, seconds: float, warmup: int, repeat: int) -> dict:
@@ -167,7 +186,7 @@ EXTRAPOLATED_STEPS = (15, 20, 25, 50, 100, 200)
 def extrapolate(run: dict) -> dict[str, float]:
     """Seconds per generation at other step counts from this run's per-stage medians: tokenize + text encoder +
     steps x UNet step + VAE + vocoder (the samplers' own arithmetic is ~1 ms per step)."""
-    fixed = sum(run["per_generation"][s]["median"] for s in STAGES if s != "unet_step")
+    fixed = sum(run["per_generation"][s]["median"] for s in STAGES if s not in ("unet_step", UNET_SHALLOW))
     return {str(n): fixed + n * run["stages"]["unet_step"]["median"] for n in EXTRAPOLATED_STEPS}
 
 

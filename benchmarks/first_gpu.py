@@ -80,7 +80,7 @@ def run_variant(model: str, device: str, options: dict, repeat: int, probe_refer
         row["finite"] = bool(np.isfinite(audio.astype(np.float32)).all())
     row["generation_s"] = summarize(totals)["median"]
     row["unet_step_s"] = summarize(recorder.calls["unet_step"])["median"]
-    output = tango.pipeline.components[UNET](**unet_probe(tango))
+    output = tango.pipeline.components[UNET](**unet_probe(tango))[0]  # noise_pred (the deep feature is [1])
     if probe_reference is not None:
         metrics = compare(output, probe_reference)
         row.update(unet_cosine=metrics["cosine"], unet_snr_db=metrics["snr_db"])

@@ -41,10 +41,12 @@ class InstantUNet(Component):
         self.bytes_in = 0
         self.calls = 0
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> np.ndarray | tuple[np.ndarray, ...]:
         self.calls += 1
         self.bytes_in += sum(a.nbytes for a in feeds.values())
-        return np.full(feeds["sample"].shape, 0.01, np.float32)
+        dims = self.spec.infer_dims(feeds)
+        arrays = tuple(np.full(t.resolve(dims), 0.01, np.float32) for t in self.spec.outputs if t.name in outputs)
+        return arrays[0] if len(arrays) == 1 else arrays
 
 
 def measure(sampler: str, steps: int, batch: int, repeat: int) -> dict:

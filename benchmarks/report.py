@@ -35,6 +35,23 @@ def _memory_limit_lines(result: dict) -> list[str]:
     return lines
 
 
+def _unet_work_lines(result: dict) -> list[str]:
+    """UNet GFLOP per clip (analytic, runtime/flops.py) and, where steps were cached, the shallow call's cost."""
+    work = result["config"].get("unet_work") or {}
+    lines = ["", f"UNet work per clip (guidance interval {work.get('guidance_interval')}, cache interval "
+             f"{work.get('cache_interval', 1)} {work.get('cache_schedule', 'uniform')}):", "",
+             "| variant | batch | UNet GFLOP per clip | full call s | shallow call s | shallow / full |",
+             "|---|---|---|---|---|---|"]
+    for name, v in result["variants"].items():
+        for batch, run in v.get("batches", {}).items():
+            full, shallow = run["stages"]["unet_step"].get("median"), run["stages"].get("unet_shallow", {}).get(
+                "median")
+            gflop = run.get("unet_gflop_per_clip")
+            lines.append(f"| {name} | {batch} | {'-' if gflop is None else f'{gflop:.0f}'} | {_fmt(full)} | "
+                         f"{_fmt(shallow)} | {'-' if not (full and shallow) else f'{shallow / full:.1%}'} |")
+    return lines
+
+
 def _audio_in_lines(result: dict) -> list[str]:
     """Audio input's cost per clip of the bench's length: the mel front end (numpy) and the VAE encoder."""
     rows = [(name, v["audio_in"]) for name, v in result["variants"].items() if v.get("audio_in")]
@@ -87,6 +104,7 @@ def table(result: dict) -> str:
                 f"{rss} | {anon} | {'-' if gpu is None else f'{gpu:.0f}'} | "
                 f"{_fmt(ratio.get('end_to_end'), 'x')} | {_fmt(ratio.get('unet_step'), 'x')} | {accuracy} |"
             )
+    lines += _unet_work_lines(result)
     lines += _audio_in_lines(result)
     lines += _memory_limit_lines(result)
     lines += ["", "Seconds per generation at other step counts, from the per-stage medians above "

@@ -22,21 +22,32 @@ from ..runtime.checkpoint import load_checkpoint
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import ArtifactError, warn
 from ..runtime.precision import EXPORT_PRECISIONS, FP16, FP32, INT8_WEIGHTS, component_precision
-from ..runtime.specs import COMPONENTS, VAE_ENCODER, ShapeProfile, component_specs, dims
+from ..runtime.specs import (
+    COMPONENTS,
+    UNET,
+    UNET_SHALLOW,
+    VAE_ENCODER,
+    ComponentSpec,
+    ShapeProfile,
+    component_specs,
+    dims,
+)
 from ..runtime.tokenizer import TOKENIZER_FILES
 from ..runtime.versions import library_versions
 from .attention_fusion import write_ort_graph
 from .check import compare, passes
 from .folders import file_entry, log, prepare_output_folder, write_manifest
 from .precision import compress_weights_int8, convert_to_fp16, quantize_int8
+from .shallow import extract_shallow, share_weights
 
 DEFAULT_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # protobuf caps a graph at 2 GB: above 1 GB of weights, write external data
 EXPORT_BATCH, EXPORT_TEXT_LEN = 1, 7  # odd sizes on purpose: see the module docstring
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 # What this exporter writes, bumped when a folder's contents change meaning; a cached export of another revision
-# is redone (revision 2: the ONNX Runtime graphs with fused attention; 3: the VAE encoder and the audio front end)
-EXPORT_REVISION = 3
+# is redone (revision 2: the ONNX Runtime graphs with fused attention; 3: the VAE encoder and the audio front end;
+# 4: the UNet's deep feature output and its shallow branch)
+EXPORT_REVISION = 4
 
 
 PRECISIONS = EXPORT_PRECISIONS
@@ -82,31 +93,50 @@ def _trace(module, spec, feeds: dict, path: Path, opset: int) -> None:
         )
 
 
-def export_component(module, spec, config, out: Path, precision: str, opset: int) -> dict:
-    """Trace one network to `out/<name>.onnx`, apply the precision, check it; return its manifest entry.
+def export_component(module, spec, config, out: Path, precision: str, opset: int,
+                     shallow: ComponentSpec | None = None) -> dict[str, dict]:
+    """Trace one network to `out/<name>.onnx`, apply the precision, check it; return its manifest entry (by name).
 
     `fp32_nodes` in the entry counts the nodes the policy kept in FP32 (FP16) or out of quantization (INT8).
     Where ONNX Runtime can fuse attention, `ort_graph` names a second graph for it (export/attention_fusion.py).
-    INT8 weight compression writes OpenVINO IR (`<name>.xml` + `.bin`) instead: only OpenVINO runs it."""
+    INT8 weight compression writes OpenVINO IR (`<name>.xml` + `.bin`) instead: only OpenVINO runs it.
+    With `shallow` (the UNet's shallow branch), that network is cut out of the traced UNet graph too (see
+    export/shallow.py) and gets its own entry."""
     staging = out / f".staging-{spec.name}"
     staging.mkdir()
     try:
         traced = staging / f"{spec.name}.onnx"
         frames = config.latent_frames + config.unet_downsample
-        feeds = spec.sample_inputs(dims(config, EXPORT_BATCH, EXPORT_TEXT_LEN, frames), config)
-        _trace(module, spec, feeds, traced, opset)
-        actual = component_precision(precision, spec.name)
-        if actual == INT8_WEIGHTS:
-            target = out / f"{spec.name}.xml"
-            entry = {"format": "openvino", **_ir_entries(out, target, compress_weights_int8(traced, target))}
-        else:
-            target = out / f"{spec.name}.onnx"
-            entry = {"format": "onnx", **_onnx_entries(out, target, _write_onnx(traced, target, actual, spec.name))}
-            fused = _ort_graph_entry(out, target, feeds, actual)
-            if fused:
-                entry["ort_graph"] = fused
+        shape = dims(config, EXPORT_BATCH, EXPORT_TEXT_LEN, frames)
+        _trace(module, spec, spec.sample_inputs(shape, config), traced, opset)
+        entries = {spec.name: _finish(traced, spec, config, shape, out, precision, opset)}
+        if shallow is not None:
+            cut = staging / f"{shallow.name}.onnx"
+            extract_shallow(traced, cut, spec, shallow)
+            weights = out / entries[spec.name]["file"] if entries[spec.name]["format"] == "onnx" else None
+            entries[shallow.name] = _finish(cut, shallow, config, shape, out, precision, opset, weights)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return entries
+
+
+def _finish(traced: Path, spec: ComponentSpec, config, shape: dict, out: Path, precision: str, opset: int,
+            share_with: Path | None = None) -> dict:
+    """A traced FP32 graph made into the exported network: precision applied, checked, its manifest entry. With
+    `share_with` (the exported UNet graph), the network's weights that are the UNet's point into its data file."""
+    actual = component_precision(precision, spec.name)
+    if actual == INT8_WEIGHTS:
+        target = out / f"{spec.name}.xml"
+        entry = {"format": "openvino", **_ir_entries(out, target, compress_weights_int8(traced, target))}
+    else:
+        target = out / f"{spec.name}.onnx"
+        kept = _write_onnx(traced, target, actual, spec.name)
+        shared = share_weights(target, share_with) if share_with is not None and actual != "int8-dynamic" else 0
+        entry = {"format": "onnx", **_onnx_entries(out, target, kept), **({"shared_weights": shared} if shared
+                                                                          else {})}
+        fused = _ort_graph_entry(out, target, spec.sample_inputs(shape, config), actual)
+        if fused:
+            entry["ort_graph"] = fused
     return {**entry, "precision": actual, "opset": opset, "inputs": [t.to_dict() for t in spec.inputs],
             "outputs": [t.to_dict() for t in spec.outputs]}
 
@@ -202,6 +232,8 @@ def export_onnx(
     unknown = set(names) - set(COMPONENTS)
     if unknown:
         raise ArtifactError(f"unknown component(s) {sorted(unknown)}; components are {list(COMPONENTS)}")
+    if UNET_SHALLOW in names and UNET not in names:
+        raise ArtifactError(f"{UNET_SHALLOW} is cut out of the UNet's graph: export it together with {UNET}")
     out = Path(out)
     checkpoint = load_checkpoint(model)  # before touching `out`: a bad model must not cost the old folder
     config = checkpoint.pipeline_config()
@@ -212,10 +244,13 @@ def export_onnx(
     builder = ModelBuilder(checkpoint)
     entries = {}
     for index, name in enumerate(names, 1):
+        if name in entries:  # the shallow UNet branch, cut out of the UNet's graph with it
+            continue
         started = time.perf_counter()
         log(f"[{index}/{len(names)}] {name}: building and tracing ...")
         module = builder.build([name])[name]
-        entries[name] = export_component(module, specs[name], config, out, precision, opset)
+        shallow = specs[UNET_SHALLOW] if name == UNET and UNET_SHALLOW in names else None
+        entries.update(export_component(module, specs[name], config, out, precision, opset, shallow))
         del module
         size = entries[name]["size"] + sum(e["size"] for e in entries[name]["external_data"])
         log(f"[{index}/{len(names)}] {name}: done in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB")

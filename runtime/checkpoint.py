@@ -22,9 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import PipelineConfig
+from .config import CACHE_CUT, PipelineConfig
 from .errors import CheckpointError, warn
 from .files import HUB_ID, cached_sha256
+from .flops import UNetShape
 from .schedulers import default_scheduler_config
 from .tokenizer import TOKENIZER_FILES, PromptTokenizer
 
@@ -112,6 +113,9 @@ class Checkpoint:
             vocoder_upsample_rates=tuple(self.vocoder_config["upsample_rates"]),
             vocoder_upsample_kernel_sizes=tuple(self.vocoder_config["upsample_kernel_sizes"]),
             unet_full_res_heads=_full_res_heads(self.unet_config),
+            unet_cache_cut=CACHE_CUT,
+            unet_feature_channels=feature_channels(self.unet_config, CACHE_CUT),
+            unet_shape=UNetShape.from_config(self.unet_config).to_dict(),
         )
 
     def tokenizer(self) -> PromptTokenizer:
@@ -262,6 +266,13 @@ def random_checkpoint(size: str = "full", seed: int = 0) -> Checkpoint:
         tokenizer_dir=None,
         random_seed=seed,
     )
+
+
+def feature_channels(unet: dict, cut: int) -> int:
+    """Channels of the hidden state entering the last up block's resnet `cut`: the second level's width (what the
+    block before it outputs) at resnet 0, the first level's (the last up block's own) after."""
+    channels = unet["block_out_channels"]
+    return int(channels[1] if cut == 0 else channels[0])
 
 
 def _full_res_heads(unet: dict) -> int:

@@ -11,6 +11,11 @@ from typing import Any
 
 DEFAULT_LATENT_FRAMES = 256  # Tango's prepare_latents: 256 latent frames = 1024 mel frames = 10.24 s
 DEFAULT_MAX_BATCH = 8  # latents per denoising call (prompts x samples) the exported graphs are declared for
+# Where the shallow UNet branch (runtime/feature_cache.py) enters the last up block: at its resnet CACHE_CUT, so a
+# cached call runs conv_in, the first down block's first (2 - CACHE_CUT) (resnet, attention) pairs, the last up
+# block from resnet CACHE_CUT on, and conv_out. Chosen from the measured cost per block of the full-size UNet
+# (benchmarks/results/unet_blocks): see README, "Less UNet work per clip".
+CACHE_CUT = 1
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class PipelineConfig:
     # heads of the UNet's self-attention at full latent resolution (0: none there); it sizes the largest tensor an
     # unfused attention makes. 5 is Tango's (attention_head_dim [5, 10, 20, 20]), for manifests written before it.
     unet_full_res_heads: int = 5
+    unet_cache_cut: int = CACHE_CUT  # where the shallow branch enters the last up block (the export's, if exported)
+    unet_feature_channels: int = 320  # channels of the deep feature at that cut (Tango: 640 at resnet 0, else 320)
+    unet_shape: dict[str, Any] | None = None  # runtime.flops.UNetShape.to_dict(): what FLOP counts need
 
     @property
     def latent_bins(self) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 from . import editing
 from .audio_input import AudioLike, InputAudio, load_input
 from .errors import CheckpointError, InputError
+from .guidance import UNetPlan
 from .noise import NoiseSource
 from .pipeline import Edit, LiveRows, TangoPipeline, TextConditioning
 from .schedulers import Scheduler
@@ -114,7 +115,8 @@ class Editor:
 
     # ---- variations and inpainting -----------------------------------------------------------------------------
     def edit(self, rows: Rows, sampler: Scheduler, steps: int, guidance: float, inputs: Sequence[InputAudio],
-             strength: float, spans: Sequence[editing.Span] = (), progress: bool = False) -> list[np.ndarray]:
+             strength: float, spans: Sequence[editing.Span] = (), progress: bool = False,
+             plan: UNetPlan | None = None) -> list[np.ndarray]:
         """Variations (strength < 1) and inpainting (spans) of one input per row: float waveforms of the input's
         length at its level, for the rows still kept."""
         config = self.pipeline.config
@@ -127,7 +129,7 @@ class Editor:
         known = editing.known_frames(spans, frames, config) if spans else None
         text = self.pipeline.encode_text(rows.prompts, 1, guided=guidance > 1.0)
         latents = self.pipeline.denoise(text, sampler, steps, guidance, rows.noise, progress, frames, rows.live,
-                                        Edit(source, strength, known))
+                                        Edit(source, strength, known), plan)
         waves = self.pipeline.decode(latents)
         fade = round(editing.CROSSFADE_S * config.sample_rate)
         outputs = []
@@ -142,7 +144,8 @@ class Editor:
 
     # ---- long-form and extension ---------------------------------------------------------------------------------
     def stream(self, rows: Rows, sampler: Scheduler, steps: int, guidance: float, total: int,
-               inputs: Sequence[InputAudio] | None = None, progress: bool = False) -> Iterator[dict[int, np.ndarray]]:
+               inputs: Sequence[InputAudio] | None = None, progress: bool = False, plan: UNetPlan | None = None
+               ) -> Iterator[dict[int, np.ndarray]]:
         """Long-form audio of `total` samples per row, or with `inputs` (extension) the input followed by new audio
         up to `total` samples: yields {row: float segment} as windows finish (the rows still kept), the segments of
         a row adding up to exactly `total` samples."""
@@ -179,7 +182,7 @@ class Editor:
                 mask[0, : win.known] = True
                 edit = Edit(source, 1.0, mask)
             latents = self.pipeline.denoise(text.select(kept), sampler, steps, guidance, rows.noise.select(kept),
-                                            progress, win.frames, rows.live, edit)
+                                            progress, win.frames, rows.live, edit, plan)
             after = rows.kept()
             positions = np.searchsorted(kept, after)
             kept, held = after, None if held is None else held[positions]
@@ -223,13 +226,14 @@ class Editor:
 
     # ---- loops --------------------------------------------------------------------------------------------------
     def loop(self, rows: Rows, sampler: Scheduler, steps: int, guidance: float, duration: float,
-             progress: bool = False) -> LoopResult:
+             progress: bool = False, plan: UNetPlan | None = None) -> LoopResult:
         """A seamless loop of `duration` seconds per row (see editing.loop_layout / loop_wave)."""
         config = self.pipeline.config
         layout = editing.loop_layout(duration, config, self.max_frames())
         period = layout.period
         text = self.pipeline.encode_text(rows.prompts, 1, guided=guidance > 1.0)
-        first = self.pipeline.denoise(text, sampler, steps, guidance, rows.noise, progress, layout.window, rows.live)
+        first = self.pipeline.denoise(text, sampler, steps, guidance, rows.noise, progress, layout.window, rows.live,
+                                      plan=plan)
         kept = rows.kept()
         cycle = first[:, :, :period]
         rolled = np.roll(cycle, -(period // 2), axis=2)  # the cycle's wrap now lies at frame period - period // 2
@@ -237,7 +241,7 @@ class Editor:
         mask = np.ones((1, layout.window), bool)
         mask[0, layout.seam[0] : layout.seam[1]] = False
         second = self.pipeline.denoise(text.select(kept), sampler, steps, guidance, rows.noise.select(kept), progress,
-                                       layout.window, rows.live, Edit(source, 1.0, mask))
+                                       layout.window, rows.live, Edit(source, 1.0, mask), plan)
         first = first[np.searchsorted(kept, rows.kept())]
         latents = second[:, :, :period]
         block = config.unet_downsample

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .pipeline import TangoPipeline
-from .specs import UNET, VAE_ENCODER
+from .specs import UNET, UNET_SHALLOW
 
-STAGES = ("tokenize", "text_encoder", "unet_step", "vae_decoder", "vocoder")  # per generation
-EDIT_STAGES = ("audio_to_mel", VAE_ENCODER)  # per audio input (audio in: variations, inpainting, ...)
+# per generation: a UNet step runs the full network ("unet_step") or, on cached steps, its shallow branch
+STAGES = ("tokenize", "text_encoder", "unet_step", UNET_SHALLOW, "vae_decoder", "vocoder")
 
 
 class Recorder:

@@ -69,8 +69,9 @@ class ComponentLoader:
                 artifact.check_source(self._checkpoint)
         return self._checkpoint
 
-    def load(self, names: Sequence[str]) -> dict[str, Component]:
-        """The networks `names`, each on its backend (one load call per backend)."""
+    def load(self, names: Sequence[str], loaded: Mapping[str, Component] | None = None) -> dict[str, Component]:
+        """The networks `names`, each on its backend (one load call per backend); `loaded`, the pipeline's networks
+        so far, lets a backend share what it already holds (torch: the shallow UNet branch uses the UNet's modules)."""
         artifact, components = self.artifact, {}
         lean = [n for n in names if self.backends[n].loads_from == "artifact"]
         if artifact is not None:
@@ -82,8 +83,8 @@ class ComponentLoader:
         for backend in sorted({self.backends[n].name: self.backends[n] for n in names}.values(), key=lambda b: b.name):
             mine = [n for n in names if self.backends[n].name == backend.name]
             source = self.checkpoint if backend.loads_from == "checkpoint" else artifact
-            loaded = backend.load().load_components(source, mine, device=self.device, **self.routed[backend.name])
-            components.update(loaded)
+            components.update(backend.load().load_components(source, mine, device=self.device, loaded=loaded,
+                                                             **self.routed[backend.name]))
         return {name: components[name] for name in names}
 
     def frontend(self) -> MelFrontEnd:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -19,11 +20,13 @@ from .backends.base import Component
 from .checks import assert_finite
 from .config import PipelineConfig
 from .errors import BackendError, InputError, Interrupted
+from .feature_cache import FeatureCache
+from .guidance import UNetPlan
 from .mel import MelFrontEnd
 from .noise import NoiseSource
 from .schedulers import Scheduler
 from .schedulers.base import first_step
-from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER, VOCODER, DimRange
+from .specs import NOISE_PRED, TEXT_ENCODER, UNET, UNET_SHALLOW, VAE_DECODER, VAE_ENCODER, VOCODER, DimRange
 from .tokenizer import PromptTokenizer
 
 
@@ -39,6 +42,15 @@ class TextConditioning:
         """The conditioning of the clips `keep` (indices), both CFG halves."""
         rows = np.concatenate([keep, len(self.embeddings) // 2 + keep]) if self.guided else keep
         return TextConditioning(self.embeddings[rows], self.mask[rows], self.guided)
+
+    @cached_property
+    def conditional(self) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, mask) of the conditional rows alone: an unguided step's. Made once per call, so a backend
+        that skips re-copying an unchanged input array sees the same one every step."""
+        if not self.guided:
+            return self.embeddings, self.mask
+        half = len(self.embeddings) // 2
+        return np.ascontiguousarray(self.embeddings[half:]), np.ascontiguousarray(self.mask[half:])
 
 
 @dataclass
@@ -138,7 +150,9 @@ class TangoPipeline:
         if name not in self.components:
             if self.loader is None:
                 raise BackendError(f"{name} is not loaded and this pipeline has no loader for it")
-            component = self.loader.load([name])[name]
+            component = self.loader.load([name], self.components)[name]
+            if name == UNET_SHALLOW and UNET in self.components:  # checked for NaN / Inf as the UNet is
+                component.check_finite = self.components[UNET].check_finite
             for wrap in self.wrappers:
                 component = wrap(name, component)
             self.components[name] = component
@@ -190,10 +204,12 @@ class TangoPipeline:
         latent_frames: int | None = None,
         live: LiveRows | None = None,
         edit: Edit | None = None,
+        plan: UNetPlan | None = None,
     ) -> np.ndarray:
         """Run the guided sampling loop and return the final latents (N, C, frames, bins); with `live`, only of
         the rows still wanted (`live.kept`). With `edit`, the one masked loop: it may start part-way from the
-        edit's source and keeps its known frames (see Edit)."""
+        edit's source and keeps its known frames (see Edit). With `plan`, steps outside its guidance interval run
+        the UNet on the conditional rows alone."""
         rows = len(text.embeddings) // (2 if text.guided else 1)
         shape = self.config.latent_shape(rows, latent_frames)
         scheduler.set_timesteps(steps)
@@ -201,26 +217,22 @@ class TangoPipeline:
         if edit is not None:
             edit.check(shape, noise)
         start, latents = self._start(scheduler, noise.initial(shape), steps, edit)
-        unet, scale, drawn = self.components[UNET], np.float32(guidance), 0
+        scale, drawn, plan = np.float32(guidance), 0, plan or UNetPlan()
         indices = range(start, len(scheduler.timesteps))
-        for index in tqdm(indices, disable=not progress, desc="denoising", leave=False):
+        calls = plan.calls(scheduler, indices, text.guided)
+        cache = FeatureCache() if any(kind == "shallow" for kind, _ in calls) else None
+        for step, index in enumerate(tqdm(indices, disable=not progress, desc="denoising", leave=False)):
             if live is not None and (keep := live.drop()) is not None:
                 latents, text, noise = latents[keep], text.select(keep), noise.select(keep)
                 edit = edit.select(keep) if edit is not None else None
                 scheduler.select_rows(keep)
+                if cache is not None:
+                    cache.select(keep)
                 shape = (len(keep), *shape[1:])
             model_input = scheduler.scale_model_input(latents, index)
-            model_input = np.concatenate([model_input, model_input]) if text.guided else model_input
-            timestep = np.full(len(model_input), scheduler.timesteps[index], dtype=np.float32)
-            output = unet(
-                sample=model_input,
-                timestep=timestep,
-                encoder_hidden_states=text.embeddings,
-                encoder_attention_mask=text.mask,
-            )
-            if text.guided:
-                uncond, cond = np.split(output, 2)
-                output = uncond + scale * (cond - uncond)
+            kind, guided = calls[step]
+            output = self._model_output(text, model_input, scheduler.timesteps[index], guided, scale, cache,
+                                        kind == "shallow")
             step_noise = None
             if scheduler.needs_noise(index):
                 step_noise, drawn = noise.step(drawn, shape), drawn + 1
@@ -228,6 +240,26 @@ class TangoPipeline:
             if edit is not None and edit.known is not None:
                 latents = edit.keep_known(latents, scheduler, index + 1, noise, shape)
         return assert_finite(latents, "denoising loop (final latents)")
+
+    def _model_output(self, text: TextConditioning, model_input: np.ndarray, timestep: float, guided: bool,
+                      scale: np.float32, cache: FeatureCache | None = None, shallow: bool = False) -> np.ndarray:
+        """One UNet call: guided (the CFG batch, uncond + g (cond - uncond)) or on the conditional rows alone; the
+        full network (its deep feature kept in `cache`) or, when `shallow`, its shallow branch on the cached one."""
+        embeddings, mask = (text.embeddings, text.mask) if guided else text.conditional
+        sample = np.concatenate([model_input, model_input]) if guided else model_input
+        feeds = dict(sample=sample, timestep=np.full(len(sample), timestep, dtype=np.float32),
+                     encoder_hidden_states=embeddings, encoder_attention_mask=mask)
+        if shallow:
+            output = self.component(UNET_SHALLOW)(**feeds, deep_feature=cache.rows(guided))
+        elif cache is None:  # the deep feature stays where it was made (a GPU does not copy it back)
+            output = self.components[UNET](outputs=[NOISE_PRED], **feeds)
+        else:
+            output, feature = self.components[UNET](**feeds)
+            cache.store(feature, guided)
+        if not guided:
+            return output
+        uncond, cond = np.split(output, 2)
+        return uncond + scale * (cond - uncond)
 
     @staticmethod
     def _start(scheduler: Scheduler, initial: np.ndarray, steps: int, edit: Edit | None) -> tuple[int, np.ndarray]:
@@ -260,9 +292,10 @@ class TangoPipeline:
         latent_frames: int | None = None,
         live: LiveRows | None = None,
         edit: Edit | None = None,
+        plan: UNetPlan | None = None,
     ) -> np.ndarray:
         """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ...; with `live`,
-        of the rows in `live.kept` only; with `edit`, through the masked loop."""
+        of the rows in `live.kept` only; with `edit`, through the masked loop; with `plan`, its UNet work."""
         text = self.encode_text(prompts, samples, guided=guidance > 1.0)
-        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames, live, edit)
+        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames, live, edit, plan)
         return self.decode(latents)

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .specs import TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER, VOCODER
+from .specs import TEXT_ENCODER, UNET, UNET_SHALLOW, VAE_DECODER, VAE_ENCODER, VOCODER
 
 # The precision names, spelled once: what a backend's `precision` option, an export's manifest and bench variants say.
 FP32, FP16, BF16 = "fp32", "fp16", "bf16"
@@ -57,19 +57,21 @@ class PrecisionPolicy:
         return [n for n in module_names if any(re.search(p, n) for p in self.torch_modules)]
 
 
+UNET_POLICY = PrecisionPolicy(
+    onnx_nodes=(
+        r"/time_proj/",  # sinusoidal timestep embedding
+        r"/attn[12]/(MatMul|Softmax|Mul|Div|Sqrt|Add|Where)(_\d+)?$",  # q*s, k*s, q@k, +mask, softmax, @v
+    ),
+)
 PRECISION_POLICY: dict[str, PrecisionPolicy] = {
     TEXT_ENCODER: PrecisionPolicy(whole_graph_fp32=True),
-    UNET: PrecisionPolicy(
-        onnx_nodes=(
-            r"/time_proj/",  # sinusoidal timestep embedding
-            r"/attn[12]/(MatMul|Softmax|Mul|Div|Sqrt|Add|Where)(_\d+)?$",  # q*s, k*s, q@k, +mask, softmax, @v
-        ),
-    ),
+    UNET: UNET_POLICY,
     VAE_DECODER: PrecisionPolicy(
         onnx_nodes=(r"/mid_block/attentions\.\d+/",),
         torch_modules=(r"(^|\.)decoder\.mid_block\.attentions\.\d+$",),
     ),
     VOCODER: PrecisionPolicy(),
+    UNET_SHALLOW: UNET_POLICY,  # a part of the UNet's graph, with its node names: the same islands
     VAE_ENCODER: PrecisionPolicy(
         onnx_nodes=(r"/mid_block/attentions\.\d+/",),
         torch_modules=(r"(^|\.)encoder\.mid_block\.attentions\.\d+$",),
@@ -82,9 +84,9 @@ def component_precision(precision: str, name: str) -> str:
     int8 is the UNet's MatMul weights only (ONNX Runtime on CPUs); int8-weights stores the UNet's and T5's
     weights as INT8 with FP32 / BF16 arithmetic (OpenVINO), which has no FP16 overflow to fear in T5."""
     if precision == "int8-weights":
-        return precision if name in (UNET, TEXT_ENCODER) else "fp32"
+        return precision if name in (UNET, UNET_SHALLOW, TEXT_ENCODER) else "fp32"
     if PRECISION_POLICY[name].whole_graph_fp32:
         return "fp32"
     if precision == "int8":
-        return "int8-dynamic" if name == UNET else "fp32"
+        return "int8-dynamic" if name in (UNET, UNET_SHALLOW) else "fp32"
     return precision

@@ -39,8 +39,11 @@ UNET = "unet"
 VAE_DECODER = "vae_decoder"
 VOCODER = "vocoder"
 VAE_ENCODER = "vae_encoder"
+UNET_SHALLOW = "unet_shallow"
+NOISE_PRED = "noise_pred"  # the UNet's model output (its other output is the deep feature cached steps reuse)
 CORE = (TEXT_ENCODER, UNET, VAE_DECODER, VOCODER)  # what every generation runs: loaded with the model
-COMPONENTS = (*CORE, VAE_ENCODER)  # every declared network; the others load on first use (audio in)
+# every declared network; the others load on first use: the VAE encoder (audio in), the shallow UNet (cached steps)
+COMPONENTS = (*CORE, VAE_ENCODER, UNET_SHALLOW)
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,13 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
     hidden, channels, bins = config.text_hidden_size, config.latent_channels, config.latent_bins
     latent = ("latent_frames", bins)
     mel = ("batch", 1, "mel_frames", config.mel_bins)
+    unet_inputs = (
+        TensorSpec("sample", "float32", ("cfg_batch", channels, *latent)),
+        TensorSpec("timestep", "float32", ("cfg_batch",), "timestep"),
+        TensorSpec("encoder_hidden_states", "float32", ("cfg_batch", "text_len", hidden)),
+        TensorSpec("encoder_attention_mask", "bool", ("cfg_batch", "text_len"), "mask"),
+    )
+    deep_feature = TensorSpec("deep_feature", "float32", ("cfg_batch", config.unet_feature_channels, *latent))
     return {
         TEXT_ENCODER: ComponentSpec(
             TEXT_ENCODER,
@@ -222,15 +232,11 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
             ),
             outputs=(TensorSpec("last_hidden_state", "float32", ("cfg_batch", "text_len", hidden)),),
         ),
+        # one UNet call; it also returns the deep feature the shallow branch (UNET_SHALLOW) reuses on cached steps
         UNET: ComponentSpec(
             UNET,
-            inputs=(
-                TensorSpec("sample", "float32", ("cfg_batch", channels, *latent)),
-                TensorSpec("timestep", "float32", ("cfg_batch",), "timestep"),
-                TensorSpec("encoder_hidden_states", "float32", ("cfg_batch", "text_len", hidden)),
-                TensorSpec("encoder_attention_mask", "bool", ("cfg_batch", "text_len"), "mask"),
-            ),
-            outputs=(TensorSpec("noise_pred", "float32", ("cfg_batch", channels, *latent)),),
+            inputs=unet_inputs,
+            outputs=(TensorSpec(NOISE_PRED, "float32", ("cfg_batch", channels, *latent)), deep_feature),
         ),
         VAE_DECODER: ComponentSpec(
             VAE_DECODER,
@@ -241,6 +247,12 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
             VOCODER,
             inputs=(TensorSpec("mel", "float32", ("batch", "mel_frames", config.mel_bins)),),
             outputs=(TensorSpec("waveform", "float32", ("batch", "samples")),),
+        ),
+        # the UNet's shallow branch on a cached deep feature (DeepCache; runtime/feature_cache.py)
+        UNET_SHALLOW: ComponentSpec(
+            UNET_SHALLOW,
+            inputs=(*unet_inputs, TensorSpec(deep_feature.name, "float32", deep_feature.shape)),
+            outputs=(TensorSpec(NOISE_PRED, "float32", ("cfg_batch", channels, *latent)),),
         ),
         # the VAE's posterior over latents of a log-mel (AudioLDM's encode_first_stage): its mean and its
         # log-variance clamped to [-30, 20] as the original's DiagonalGaussianDistribution; not yet scaled

@@ -26,6 +26,7 @@ from .checkpoint import DEFAULT_MODEL
 from .editing import MIN_EXTEND_INPUT_S, EditOptions
 from .editor import Editor, Rows
 from .errors import InputError
+from .guidance import UNetPlan
 from .loader import load_pipeline
 from .noise import NoiseSource, row_generators
 from .pipeline import LiveRows, TangoPipeline
@@ -159,6 +160,9 @@ class Tango:
         strength: float | None = None,
         inpaint: Sequence[Sequence[float]] | None = None,
         loop: bool = False,
+        guidance_interval: Sequence[float] | None = None,
+        cache_interval: int = 1,
+        cache_schedule: str = "uniform",
     ) -> np.ndarray:
         """One int16 waveform for `prompt`. As in the original, with samples > 1 the first sample is returned
         (all samples are generated); use generate_for_batch([prompt], samples=n) to get every one.
@@ -170,12 +174,16 @@ class Tango:
         audio (a path, file bytes or a float array at `sample_rate`, default 16 kHz) with `strength` in (0, 1]: a
         variation of it (default strength 0.5: the last half of the schedule); with `inpaint=[(start_s, end_s),
         ...]`: those spans regenerated, the rest the input exactly. The output has the input's length and level.
-        loop=True: a clip of `duration` whose end flows into its start."""
+        loop=True: a clip of `duration` whose end flows into its start.
+        Less UNet work per step (runtime/guidance.py): `guidance_interval=(low, high)` guides only steps whose noise
+        level sigma lies in (low, high] (the others run the conditional rows alone); `cache_interval=N` runs the
+        full UNet every N-th step and only its shallow branch in between, on the deep feature of the last full call
+        (`cache_schedule="center"`: the same number of full calls, denser mid-schedule)."""
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__} ({prompt!r})")
         options = dict(scheduler=scheduler, scheduler_options=scheduler_options, duration=duration, seed=seed,
                        latents=latents, noise=noise, audio=audio, sample_rate=sample_rate, strength=strength,
-                       inpaint=inpaint, loop=loop)
+                       inpaint=inpaint, loop=loop, plan=UNetPlan.of(guidance_interval, cache_interval, cache_schedule))
         return self._generate([prompt], steps, guidance, samples, disable_progress, **options)[0]
 
     def extend(
@@ -191,12 +199,16 @@ class Tango:
         scheduler: str = DEFAULT_SCHEDULER,
         scheduler_options: Mapping[str, Any] | None = None,
         seed: int | None = None,
+        guidance_interval: Sequence[float] | None = None,
+        cache_interval: int = 1,
+        cache_schedule: str = "uniform",
     ) -> np.ndarray:
         """int16: the input unchanged (but for a 50 ms crossfade at its very end), followed by `seconds` of audio
         that continue it (windows that keep the input's last 2.56 s as known frames; see generate_stream)."""
         return np.concatenate(list(self.generate_stream(
             prompt, None, steps, guidance, disable_progress, audio=audio, extend=seconds, sample_rate=sample_rate,
-            scheduler=scheduler, scheduler_options=scheduler_options, seed=seed)))
+            scheduler=scheduler, scheduler_options=scheduler_options, seed=seed, guidance_interval=guidance_interval,
+            cache_interval=cache_interval, cache_schedule=cache_schedule)))
 
     def generate_stream(
         self,
@@ -212,6 +224,9 @@ class Tango:
         scheduler: str = DEFAULT_SCHEDULER,
         scheduler_options: Mapping[str, Any] | None = None,
         seed: int | None = None,
+        guidance_interval: Sequence[float] | None = None,
+        cache_interval: int = 1,
+        cache_schedule: str = "uniform",
     ) -> Iterator[np.ndarray]:
         """int16 segments of one long clip, each as soon as its window is done (long-form), adding up to exactly
         round(duration * 16000) samples; with `audio` and `extend`, the input first, then `extend` seconds that
@@ -222,7 +237,9 @@ class Tango:
         streams = row_generators(_check_seed(seed), 1)
         for segments in self.stream_rows([prompt], streams, steps, guidance, scheduler=scheduler,
                                           scheduler_options=scheduler_options, duration=duration, audio=audio,
-                                          sample_rate=sample_rate, extend=extend, progress=not disable_progress):
+                                          sample_rate=sample_rate, extend=extend, progress=not disable_progress,
+                                          guidance_interval=guidance_interval, cache_interval=cache_interval,
+                                          cache_schedule=cache_schedule):
             yield segments[0]
 
     def stream_rows(
@@ -240,6 +257,9 @@ class Tango:
         extend: float | None = None,
         wanted: Callable[[], Sequence[bool]] | None = None,
         progress: bool = False,
+        guidance_interval: Sequence[float] | None = None,
+        cache_interval: int = 1,
+        cache_schedule: str = "uniform",
     ) -> Iterator[dict[int, np.ndarray]]:
         """Long-form (or, with audio and extend, extension) for several rows in one windowed run: yields {row:
         int16 segment} per window for the rows still wanted (the serving path; row i draws only from streams[i]).
@@ -248,6 +268,7 @@ class Tango:
         steps, guidance = _check_int(steps, "steps"), _check_guidance(guidance)
         sampler = self.scheduler(scheduler, **dict(scheduler_options or {}))
         sampler.set_timesteps(steps)
+        plan = UNetPlan.of(guidance_interval, cache_interval, cache_schedule)
         edits = EditOptions.check(audio is not None, extend=extend,
                                   duration=None if audio is None else _check_duration(duration))
         if audio is not None and edits.extend is None:
@@ -263,7 +284,7 @@ class Tango:
         total = inputs[0].samples + config.audio_samples(edits.extend) if inputs else \
             config.audio_samples(_check_duration(duration) or config.duration())
         rows = self._rows(prompts, streams, wanted)
-        for segments in self.editor.stream(rows, sampler, steps, guidance, total, inputs, progress):
+        for segments in self.editor.stream(rows, sampler, steps, guidance, total, inputs, progress, plan):
             yield {row: to_int16(segment) for row, segment in segments.items()}
 
     def generate_for_batch(
@@ -286,6 +307,9 @@ class Tango:
         strength: float | None = None,
         inpaint: Sequence[Sequence[float]] | None = None,
         loop: bool = False,
+        guidance_interval: Sequence[float] | None = None,
+        cache_interval: int = 1,
+        cache_schedule: str = "uniform",
     ) -> list[np.ndarray] | list[list[np.ndarray]]:
         """int16 waveforms: a flat list with samples == 1, else one list of `samples` waveforms per prompt.
 
@@ -299,7 +323,7 @@ class Tango:
             prompts, steps, guidance, samples, disable_progress, scheduler=scheduler,
             scheduler_options=scheduler_options, duration=duration, seed=seed, latents=latents, noise=noise,
             batch_size=batch_size, audio=audio, sample_rate=sample_rate, strength=strength, inpaint=inpaint,
-            loop=loop,
+            loop=loop, plan=UNetPlan.of(guidance_interval, cache_interval, cache_schedule),
         )
         outputs = list(waves)
         if samples == 1:
@@ -321,6 +345,9 @@ class Tango:
         strength: float | None = None,
         inpaint: Sequence[Sequence[float]] | None = None,
         loop: bool = False,
+        guidance_interval: Sequence[float] | None = None,
+        cache_interval: int = 1,
+        cache_schedule: str = "uniform",
     ) -> list[np.ndarray | None]:
         """int16 clips, one per (prompt, stream) row, in one denoising call: the serving path.
 
@@ -335,7 +362,8 @@ class Tango:
         audio = self._same_length_inputs(audio, len(prompts)) if audio is not None else None
         audio_rows = self._generate(prompts, steps, guidance, 1, True, scheduler=scheduler,
                                     scheduler_options=scheduler_options, duration=duration, streams=streams, live=live,
-                                    audio=audio, strength=strength, inpaint=inpaint, loop=loop)
+                                    audio=audio, strength=strength, inpaint=inpaint, loop=loop,
+                                    plan=UNetPlan.of(guidance_interval, cache_interval, cache_schedule))
         clips: list[np.ndarray | None] = [None] * len(prompts)
         for row, clip in zip(live.kept if live else range(len(prompts)), audio_rows, strict=True):
             clips[row] = clip
@@ -379,6 +407,7 @@ class Tango:
         strength: float | None = None,
         inpaint: Sequence[Sequence[float]] | None = None,
         loop: bool = False,
+        plan: UNetPlan | None = None,
     ) -> np.ndarray:
         steps, samples = _check_int(steps, "steps"), _check_int(samples, "samples")
         guidance = _check_guidance(guidance)
@@ -397,20 +426,20 @@ class Tango:
                              "are reproduced from their seed")
         if not (edits.any or long_form):
             return self._plain(prompts, steps, guidance, samples, disable_progress, sampler, duration, seed, latents,
-                               noise, batch_size, streams, live)
+                               noise, batch_size, streams, live, plan)
         expanded = [p for p in prompts for _ in range(samples)]
         streams = streams if streams is not None else row_generators(_check_seed(seed), len(expanded))
         rows = Rows(expanded, NoiseSource(streams), live)
         progress = not disable_progress
         if edits.loop:
             loop_duration = duration if duration is not None else self.pipeline.config.duration()
-            return to_int16(self.editor.loop(rows, sampler, steps, guidance, loop_duration, progress).waves)
+            return to_int16(self.editor.loop(rows, sampler, steps, guidance, loop_duration, progress, plan).waves)
         if inputs is not None:
             return to_int16(np.stack(self.editor.edit(rows, sampler, steps, guidance, inputs, edits.strength,
-                                                      edits.inpaint, progress)))
+                                                      edits.inpaint, progress, plan)))
         total = self.pipeline.config.audio_samples(duration)
         pieces: dict[int, list[np.ndarray]] = {}
-        for segments in self.editor.stream(rows, sampler, steps, guidance, total, None, progress):
+        for segments in self.editor.stream(rows, sampler, steps, guidance, total, None, progress, plan):
             for row, segment in segments.items():
                 pieces.setdefault(row, []).append(segment)
         return to_int16(np.stack([np.concatenate(pieces[row]) for row in rows.kept()]))
@@ -418,7 +447,8 @@ class Tango:
     def _plain(self, prompts: list[str], steps: int, guidance: float, samples: int, disable_progress: bool,
                sampler: Scheduler, duration: float | None, seed: Any, latents: np.ndarray | None,
                noise: Sequence[np.ndarray] | None, batch_size: int | None,
-               streams: Sequence[np.random.Generator] | None, live: LiveRows | None) -> np.ndarray:
+               streams: Sequence[np.random.Generator] | None, live: LiveRows | None,
+               plan: UNetPlan | None = None) -> np.ndarray:
         """Text to audio in one UNet pass per batch: the original's path."""
         frames = self.latent_frames(duration)
         rows = len(prompts) * samples
@@ -432,6 +462,6 @@ class Tango:
             batch = prompts[start : start + batch_size]
             part = source.select(range(start * samples, (start + len(batch)) * samples))
             waves.append(self.pipeline(batch, sampler, steps, guidance, samples, part, not disable_progress, frames,
-                                       live))
+                                       live, plan=plan))
         audio = to_int16(np.concatenate(waves))
         return audio if duration is None else audio[:, : self.pipeline.config.audio_samples(duration)]

@@ -30,6 +30,7 @@ from starlette.background import BackgroundTask
 
 from ..runtime.audio import AUDIO_FORMATS, encode, wav_header
 from ..runtime.errors import InputError, NumericsError, TangoError
+from ..runtime.guidance import CACHE_SCHEDULES, MAX_CACHE_INTERVAL, MAX_SIGMA
 from ..runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from .batching import Cancelled, Expired, Job, QueueFull, WorkerDead
 from .guard import Gate
@@ -41,6 +42,7 @@ MULTIPART_FIELDS = 32  # form fields a multipart request may have (the request h
 
 
 Seconds = Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
+Sigma = Annotated[float, Field(ge=0, le=MAX_SIGMA, allow_inf_nan=False)]
 MAX_SPANS = 16
 
 
@@ -70,6 +72,11 @@ class GenerateRequest(BaseModel):
                                  description="with audio: seconds to add after it")
     loop: bool = Field(False, description="a seamless loop of `duration` seconds")
     stream: bool = Field(False, description="send a long clip (or an extension) window by window: wav or pcm")
+    guidance_interval: tuple[Sigma, Sigma] | None = Field(
+        None, description="guide only steps whose noise level sigma is in (low, high]; default every step")
+    cache_interval: int = Field(1, ge=1, le=MAX_CACHE_INTERVAL,
+                                description="the full UNet every N-th step, its shallow branch between")
+    cache_schedule: Literal[CACHE_SCHEDULES] = "uniform"  # type: ignore[valid-type]
 
 
 REQUEST_BODY = {  # both media types the generate route reads, for the OpenAPI document
@@ -295,7 +302,8 @@ async def _generate(service: Service, request: Request, request_id: str) -> Resp
         audio = await asyncio.to_thread(service.load_audio, audio_bytes) if audio_bytes is not None else None
         job = service.job(body.prompt, body.steps, body.guidance, body.scheduler, body.samples, body.seed,
                           body.duration, body.scheduler_options, request_id, audio=audio, strength=body.strength,
-                          inpaint=body.inpaint, extend=body.extend, loop=body.loop, stream=body.stream)
+                          inpaint=body.inpaint, extend=body.extend, loop=body.loop, stream=body.stream,
+                          plan=(body.guidance_interval, body.cache_interval, body.cache_schedule))
         if body.stream:
             job.sink = _sink(segments)
         waiting = service.submit(job)

@@ -24,6 +24,7 @@ import numpy as np
 from ..runtime.audio_input import InputAudio
 from ..runtime.editing import EditOptions
 from ..runtime.errors import InputError, Interrupted, NumericsError, TangoError
+from ..runtime.guidance import UNetPlan
 from ..runtime.noise import row_generators
 
 log = logging.getLogger("tango_rt.serving")
@@ -58,14 +59,23 @@ class BatchKey:
     edits: EditOptions = field(default_factory=EditOptions)
     audio_samples: int | None = None  # inputs of one length share a call (their latents stack)
     stream: bool = False  # runs window by window (Tango.stream_rows): streamed clips and extensions
+    plan: UNetPlan = field(default_factory=UNetPlan)  # guidance interval, cached steps
 
     @classmethod
     def of(cls, steps: int, guidance: float, scheduler: str, duration: float | None, options: dict,
-           edits: EditOptions | None = None, audio_samples: int | None = None, stream: bool = False) -> BatchKey:
+           edits: EditOptions | None = None, audio_samples: int | None = None, stream: bool = False,
+           plan: UNetPlan | None = None) -> BatchKey:
         """A hashable key: option values such as disable_corrector=[0, 1] become tuples (the Ray front door
         groups jobs in a dict by key)."""
         frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
-        return cls(steps, float(guidance), scheduler, duration, frozen, edits or EditOptions(), audio_samples, stream)
+        return cls(steps, float(guidance), scheduler, duration, frozen, edits or EditOptions(), audio_samples, stream,
+                   plan or UNetPlan())
+
+    def unet_work(self) -> dict:
+        """The plan as Tango's keyword arguments."""
+        interval = self.plan.guidance_interval
+        return {"guidance_interval": None if interval is None else (interval.low, interval.high),
+                "cache_interval": self.plan.cache_interval, "cache_schedule": self.plan.cache_schedule}
 
 
 @dataclass
@@ -113,7 +123,8 @@ def _run_live(tango: Any, jobs: list[Job]) -> list[JobResult]:
     prompts = [job.prompt for job in jobs for _ in range(job.samples)]
     streams = [g for job in jobs for g in row_generators(job.seed, job.samples)]
     owners = [job for job in jobs for _ in range(job.samples)]
-    options = dict(scheduler=key.scheduler, scheduler_options=dict(key.scheduler_options), duration=key.duration)
+    options = dict(scheduler=key.scheduler, scheduler_options=dict(key.scheduler_options), duration=key.duration,
+                   **key.unet_work())
     wanted = lambda: [job.withdrawn() is None for job in owners]  # noqa: E731
     try:
         if key.stream:

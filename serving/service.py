@@ -13,6 +13,7 @@ from typing import Any
 from ..runtime.audio_input import InputAudio
 from ..runtime.editing import MIN_EXTEND_INPUT_S, EditOptions, loop_layout
 from ..runtime.errors import InputError
+from ..runtime.guidance import UNetPlan
 from ..runtime.instrument import Recorder, instrument
 from ..runtime.precision import FP32
 from ..runtime.schedulers import DEFAULT_SCHEDULER
@@ -117,7 +118,7 @@ class Service:
     def job(self, prompt: str, steps: int, guidance: float, scheduler: str | None, samples: int, seed: int | None,
             duration: float | None, scheduler_options: dict | None, request_id: str, *,
             audio: InputAudio | None = None, strength: float | None = None, inpaint: list | None = None,
-            extend: float | None = None, loop: bool = False, stream: bool = False) -> Job:
+            extend: float | None = None, loop: bool = False, stream: bool = False, plan: tuple = ()) -> Job:
         """A validated job for one request (InputError names the bad field), refused before any model work."""
         if len(prompt) > self.settings.max_prompt_chars:
             raise PromptTooLong(f"prompt has {len(prompt)} characters; this server takes at most "
@@ -129,10 +130,13 @@ class Service:
         self.check_limits(steps, samples, duration, edits)
         scheduler = scheduler or DEFAULT_SCHEDULER
         options = dict(scheduler_options or {})
-        self.tango.scheduler(scheduler, **options).set_timesteps(steps)  # bad sampler / steps / options: 422 now
+        sampler = self.tango.scheduler(scheduler, **options)
+        sampler.set_timesteps(steps)  # bad sampler / steps / options: 422 now
+        unet_plan = UNetPlan.of(*plan)
+        unet_plan.calls(sampler, range(steps), guidance > 1)  # a guidance interval holding no step: 422 now
         windowed = self._check_shape(duration, audio, edits, stream, samples)
         key = BatchKey.of(steps, guidance, scheduler, duration, options, edits, audio.samples if audio else None,
-                          windowed)
+                          windowed, unet_plan)
         seed = secrets.randbits(63) if seed is None else seed
         return Job(prompt, samples, seed, key, time.monotonic() + self.settings.timeout_s, request_id, audio)
 

@@ -17,6 +17,7 @@ from .runtime.backends.registry import BACKENDS
 from .runtime.checkpoint import DEFAULT_MODEL
 from .runtime.config import DEFAULT_MAX_BATCH
 from .runtime.errors import InputError, TangoError, TangoWarning
+from .runtime.guidance import CACHE_SCHEDULES
 from .runtime.precision import EXPORT_PRECISIONS, FP32, RUNTIME_PRECISIONS
 from .runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from .runtime.schedulers.config import option_pairs
@@ -70,7 +71,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     paths = _output_paths(args.out, args.prompts, args.samples)
     tango = Tango(args.model, device=args.device, backend=args.backend, **_backend_options(args))
     common = dict(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
-                  scheduler_options=option_pairs(args.scheduler_option))
+                  scheduler_options=option_pairs(args.scheduler_option), guidance_interval=args.guidance_interval,
+                  cache_interval=args.cache_interval, cache_schedule=args.cache_schedule)
     long_form = args.duration is not None and args.duration > tango.editor.max_seconds()
     if args.extend is not None or long_form:  # windows: written as they finish
         return _write_stream(tango, args, paths, common)
@@ -220,6 +222,29 @@ def _backend_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def _interval(text: str) -> tuple[float, float]:
+    """--guidance-interval LOW:HIGH (sigma)."""
+    low, sep, high = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(low), float(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH noise levels (sigma), e.g. 0.3:5, got {text!r}") from None
+
+
+def _add_unet_work_args(parser: argparse.ArgumentParser) -> None:
+    """Less UNet work per clip (runtime/guidance.py, runtime/feature_cache.py): generate and bench."""
+    parser.add_argument("--guidance-interval", type=_interval, default=None, metavar="LOW:HIGH",
+                        help="guide only steps whose noise level sigma is in (LOW, HIGH] (Tango's schedule runs "
+                        "from 14.6 down to 0.029); the others run the conditional rows alone. Default: every step")
+    parser.add_argument("--cache-interval", type=int, default=1, metavar="N",
+                        help="the full UNet every N-th step, its shallow branch on the cached deep feature between "
+                        "(default 1: every step full)")
+    parser.add_argument("--cache-schedule", default="uniform", choices=list(CACHE_SCHEDULES),
+                        help="uniform: every N-th step; center: as many full calls, denser mid-schedule")
+
+
 def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help="Hub id, checkpoint folder, exported folder, random:full|tiny"
@@ -264,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--extend", type=float, default=None, metavar="SECONDS",
                      help="with --audio: continue it by this many seconds (written as windows finish)")
     gen.add_argument("--loop", action="store_true", help="a seamless loop of --duration seconds")
+    _add_unet_work_args(gen)
     gen.add_argument("-o", "--out", default="tango_out",
                      help="output folder, or one file (.wav, .flac) when a single clip is generated")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -323,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
                        help="sampler option, e.g. use_karras_sigmas=true for the fast preset (repeatable)")
     bench.add_argument("--duration", type=float, default=None, help="clip length in seconds (default 10.24)")
+    _add_unet_work_args(bench)
     bench.add_argument("--warmup", type=int, default=1)
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--device", default=None)

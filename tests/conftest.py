@@ -59,8 +59,8 @@ INT16_LSB = math.ceil(TOL_WAVE["atol"] * 32768) + 1
 
 def outputs(result) -> np.ndarray:
     """A component's result as one array: a multi-output network's outputs (the VAE encoder's mean and
-    log-variance) stacked on a new first axis."""
-    return np.stack(result) if isinstance(result, tuple) else result
+    log-variance, the UNet's noise prediction and deep feature) flattened and joined."""
+    return np.concatenate([r.ravel() for r in result]) if isinstance(result, tuple) else result
 
 
 @pytest.fixture(scope="session")

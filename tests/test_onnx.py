@@ -41,7 +41,7 @@ SHAPES = [
 ]
 # ORT and torch run the same float32 arithmetic with different kernels: conftest's per-network error model.
 TOL_ORT = {"text_encoder": TOL_EMBEDDINGS, "unet": TOL_UNET, "vae_decoder": TOL_MEL, "vocoder": TOL_WAVE,
-           "vae_encoder": TOL_VAE_ENCODER}
+           "vae_encoder": TOL_VAE_ENCODER, "unet_shallow": TOL_UNET}  # the shallow branch: a subset of the UNet
 # FP16 storage between FP32 kernels (ORT on CPU): each op's output rounds to FP16 (u = 2^-11), independently, so
 # the relative error grows like sqrt(depth) * 2^-11: ~2.7e-3 over ~30 layers; x4 margin (conftest's MARGIN)
 # and x2 for FP16 weights gives 2e-2.
@@ -380,8 +380,8 @@ def test_int8_unet_option(tmp_path, tiny_tango):
     int8 = Tango(str(folder), backend="onnxruntime")
     config = int8.pipeline.config
     feeds = component_specs(config)["unet"].sample_inputs(_dims(SHAPES[1], config), config, seed=2)
-    quantized = int8.pipeline.components["unet"](**feeds)
-    full = tiny_tango.pipeline.components["unet"](**feeds)  # the torch FP32 reference
+    quantized = int8.pipeline.components["unet"](outputs=["noise_pred"], **feeds)
+    full = tiny_tango.pipeline.components["unet"](outputs=["noise_pred"], **feeds)  # the torch FP32 reference
     rel = float(np.abs(quantized - full).max() / np.abs(full).max())
     print(f"int8 vs fp32 unet: max rel error {rel:.2e}")
     assert np.isfinite(quantized).all() and rel < INT8_MAX_REL
@@ -439,11 +439,11 @@ def test_fused_and_plain_graphs_both_match_torch(onnx_dir, tiny_tango, shape):
 
     config = tiny_tango.pipeline.config
     feeds = component_specs(config)["unet"].sample_inputs(_dims(shape, config), config, seed=7)
-    reference = tiny_tango.pipeline.components["unet"](**feeds)
+    reference = tiny_tango.pipeline.components["unet"](outputs=["noise_pred"], **feeds)
     for fused, graph in ((None, "unet.ort.onnx"), (False, "unet.onnx")):
         unet = Tango(str(onnx_dir), backend="onnxruntime", fused_attention=fused).pipeline.components["unet"]
         assert unet.graph == graph
-        np.testing.assert_allclose(unet(**feeds), reference, **TOL_UNET)
+        np.testing.assert_allclose(unet(outputs=["noise_pred"], **feeds), reference, **TOL_UNET)
 
 
 def test_fused_graph_shares_the_external_data_file(onnx_dir, tmp_path, tiny_tango):
@@ -463,7 +463,8 @@ def test_fused_graph_shares_the_external_data_file(onnx_dir, tmp_path, tiny_tang
     config = tiny_tango.pipeline.config
     feeds = component_specs(config)["unet"].sample_inputs(_dims(SHAPES[1], config), config, seed=3)
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    np.testing.assert_allclose(out, tiny_tango.pipeline.components["unet"](**feeds), **TOL_UNET)
+    reference = tiny_tango.pipeline.components["unet"](outputs=["noise_pred"], **feeds)
+    np.testing.assert_allclose(out, reference, **TOL_UNET)
 
 
 def test_changed_fused_graph_is_stale(onnx_dir, tmp_path):

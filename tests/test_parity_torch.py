@@ -34,6 +34,7 @@ def test_unguided_text_embeddings(tiny_tango, golden, golden_meta):
 
 def test_one_unet_call(tiny_tango, golden):
     out = tiny_tango.pipeline.components["unet"](
+        outputs=["noise_pred"],
         sample=golden["unet_in_sample"],
         timestep=np.full(6, golden["unet_in_timestep"], dtype=np.float32),
         encoder_hidden_states=golden["unet_in_encoder_hidden_states"],

@@ -123,6 +123,10 @@ BAD = [
     ({"prompt": "x", "scheduler": "dpm++", "scheduler_options": {"karras": True}}, 422, "karras"),
     ({"prompt": "x", "samples": 2}, 422, "Accept: application/json"),
     ({"prompt": "x" * 201}, 413, "at most 200"),
+    ({"prompt": "x", "cache_interval": 0}, 422, "cache_interval"),
+    ({"prompt": "x", "cache_schedule": "random"}, 422, "cache_schedule"),
+    ({"prompt": "x", "guidance_interval": [5, 1]}, 422, "0 <= low < high"),
+    ({"prompt": "x", **FAST, "guidance_interval": [20, 30]}, 422, "holds none of this run's noise levels"),
 ]
 
 
@@ -133,6 +137,18 @@ def test_bad_requests_get_json_errors(server, body, status, words):
     problem = response.json()["error"]
     assert set(problem) == {"code", "message"} and words in problem["message"]
     assert _post(server, {"prompt": "still fine", **FAST}).status_code == 200
+
+
+def test_less_unet_work_per_request_equals_the_api(server, tiny_tango):
+    """guidance_interval and cache_interval reach the worker (and its batch key) as in Tango.generate."""
+    work = {"guidance_interval": [0.3, 5.0], "cache_interval": 2, "cache_schedule": "center"}
+    clip = _wav(_post(server, {"prompt": "rain", "steps": 4, "scheduler": "unipc", "duration": 1.0, "seed": 8,
+                               **work}))
+    local = tiny_tango.generate("rain", steps=4, scheduler="unipc", duration=1.0, seed=8,
+                                guidance_interval=(0.3, 5.0), cache_interval=2, cache_schedule="center")
+    plain = tiny_tango.generate("rain", steps=4, scheduler="unipc", duration=1.0, seed=8)
+    assert np.abs(clip.astype(np.int32) - local).max() <= INT16_LSB
+    assert np.abs(clip.astype(np.int32) - plain).max() > INT16_LSB  # the plan changed the clip
 
 
 def test_a_disconnected_client_is_dropped_before_its_batch(server):

@@ -1,16 +1,18 @@
 """The one interface every backend implements per component: named numpy arrays in, numpy arrays out (one array
 for a network with one declared output, a tuple in declaration order for one with several: the VAE encoder's
-posterior mean and log-variance)."""
+posterior mean and log-variance, the UNet's noise prediction and deep feature). A caller may ask for some outputs
+only (`outputs=`): a backend then need not copy the others to the host (the UNet's deep feature is 40x its noise
+prediction, and only cached steps need it)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ..checks import assert_finite
-from ..errors import BackendError
+from ..errors import BackendError, InputError
 from ..specs import ComponentSpec, DimRange
 
 Outputs = np.ndarray | tuple[np.ndarray, ...]
@@ -31,17 +33,21 @@ class Component(ABC):
         self.ranges = dict(ranges or {})
         self.check_finite = check_finite
 
-    def __call__(self, **feeds: np.ndarray) -> Outputs:
+    def __call__(self, outputs: Sequence[str] | None = None, **feeds: np.ndarray) -> Outputs:
+        """The network on `feeds`; `outputs` names the declared outputs wanted, in that order (default: all)."""
+        names = list(outputs) if outputs is not None else self.spec.output_names
+        unknown = [n for n in names if n not in self.spec.output_names]
+        if unknown or not names:
+            raise InputError(f"{self.spec.name}: outputs {names} are not among its outputs {self.spec.output_names}")
         feeds, rows = self._pad_batch(feeds)
         self.spec.check_feeds(feeds, self.ranges)
-        outputs = self.run({name: feeds[name] for name in self.spec.input_names})
-        arrays = outputs if isinstance(outputs, tuple) else (outputs,)
-        if len(arrays) != len(self.spec.outputs):
-            raise BackendError(f"{self.spec.name} ({self.backend}) returned {len(arrays)} outputs, its declaration "
-                               f"has {self.spec.output_names}")
+        result = self.run({name: feeds[name] for name in self.spec.input_names}, names)
+        arrays = result if isinstance(result, tuple) else (result,)
+        if len(arrays) != len(names):
+            raise BackendError(f"{self.spec.name} ({self.backend}) returned {len(arrays)} outputs for {names}")
         if self.check_finite:
-            for tensor, array in zip(self.spec.outputs, arrays, strict=True):
-                named = f" output {tensor.name}" if len(arrays) > 1 else ""
+            for name, array in zip(names, arrays, strict=True):
+                named = f" output {name}" if len(self.spec.outputs) > 1 else ""
                 assert_finite(array, f"{self.spec.name} ({self.backend}){named}")
         if rows is not None:
             arrays = tuple(array[:rows] for array in arrays)
@@ -68,9 +74,10 @@ class Component(ABC):
         return padded, rows
 
     @abstractmethod
-    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
-        """Execute the network; feeds are already validated and ordered as spec.inputs. Returns the output array,
-        or a tuple of them in the order of spec.outputs when the network declares several."""
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> Outputs:
+        """Execute the network; feeds are already validated and ordered as spec.inputs. Returns the arrays of the
+        declared outputs `outputs`, in that order (one array, or a tuple of several); the others need not be
+        copied to the host."""
 
     def __repr__(self) -> str:
         return f"<{self.spec.name} on {self.backend}>"

@@ -14,7 +14,7 @@ graph; GPU providers run the plain graph unless asked (the fused one is not test
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -124,18 +124,19 @@ class OrtComponent(Component):
         self.io_binding = io_binding
         self.output_device = "cuda" if session.get_providers()[0] in GPU_PROVIDERS else "cpu"
 
-    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> Outputs:
         if not self.io_binding:
-            outputs = self.session.run(self.spec.output_names, feeds)
-        else:
+            arrays = self.session.run(outputs, feeds)
+        else:  # every output bound on the device; only the wanted ones are copied to the host
             binding = self.session.io_binding()
             for name, array in feeds.items():
                 binding.bind_cpu_input(name, np.ascontiguousarray(array))
             for name in self.spec.output_names:
                 binding.bind_output(name, self.output_device)
             self.session.run_with_iobinding(binding)
-            outputs = binding.copy_outputs_to_cpu()
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+            values = dict(zip(self.spec.output_names, binding.get_outputs(), strict=True))
+            arrays = [values[name].numpy() for name in outputs]
+        return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 
 def with_device_id(providers: Sequence[str], device: str | None) -> list:
@@ -158,6 +159,7 @@ def load_components(
     io_binding: bool | None = None,
     arena: str | bool = "shared",
     fused_attention: bool | None = None,
+    loaded: Mapping[str, Component] | None = None,
 ) -> dict[str, Component]:
     chosen = resolve_providers(device, providers)
     placed = with_device_id(chosen, device)

@@ -20,7 +20,7 @@ prompts of every length compiles once per bucket, not once per length.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -123,16 +123,18 @@ class OpenVINOComponent(Component):
         effective = _effective(next(reversed(self.compiled.values()))[0])
         return effective if self.weights == FP32 else f"{self.weights}+{effective}"
 
-    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> Outputs:
         feeds, length = self._pad_text(feeds) if self.static_shapes else (feeds, None)
         request = self._request({name: array.shape for name, array in feeds.items()})
         request.infer({name: np.ascontiguousarray(array) for name, array in feeds.items()})
-        outputs = []
-        for index, tensor in enumerate(self.spec.outputs):
+        arrays = []
+        for name in outputs:
+            index = self.spec.output_names.index(name)
+            tensor = self.spec.outputs[index]
             output = np.array(request.get_output_tensor(index).data, dtype=np.float32, copy=True)
             axis = _axis(tensor, "text_len")
-            outputs.append(output if length is None or axis is None else np.take(output, range(length), axis=axis))
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+            arrays.append(output if length is None or axis is None else np.take(output, range(length), axis=axis))
+        return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
     def _pad_text(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None]:
         """Static shapes compile once per input shape, and every prompt length would be a new shape: pad the text
@@ -174,6 +176,7 @@ def load_components(
     performance_hint: str = "LATENCY",
     cache_dir: str | None = None,
     static_shapes: bool | None = None,
+    loaded: Mapping[str, Component] | None = None,
 ) -> dict[str, Component]:
     """Compile each network (ONNX, or IR where the export compressed weights) for the device."""
     core = ov.Core()

@@ -1,8 +1,9 @@
 """The backend registry: one entry per backend, read by the loader, `tango-rt bench`, `tango-rt check` and the CLI.
 
 Adding a backend is one entry here plus its own module. The module exposes
-`load_components(source, names, device=None, **options) -> {name: Component}` where `source` is a Checkpoint
-(`loads_from="checkpoint"`) or an exported Artifact (`loads_from="artifact"`), and takes exactly the options the
+`load_components(source, names, device=None, loaded=None, **options) -> {name: Component}` where `source` is a
+Checkpoint (`loads_from="checkpoint"`) or an exported Artifact (`loads_from="artifact"`), `loaded` the pipeline's
+networks loaded so far (a backend may share what it holds; it may ignore them), and takes exactly the options the
 entry declares; the loader refuses any other option before loading anything.
 """
 

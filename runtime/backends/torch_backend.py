@@ -9,7 +9,7 @@ CUDA graphs (one capture per input shape after a warm-up run) and optional torch
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,9 +18,9 @@ import torch
 from ..checkpoint import Checkpoint
 from ..errors import BackendError
 from ..precision import FP16, FP32, PRECISION_POLICY
-from ..specs import UNET, ComponentSpec, component_specs
+from ..specs import UNET, UNET_SHALLOW, ComponentSpec, component_specs
 from .base import Component, Outputs
-from .torch_models import ModelBuilder
+from .torch_models import ModelBuilder, ShallowUNetGraph
 
 PRECISIONS = {FP32: torch.float32, FP16: torch.float16}
 
@@ -86,14 +86,15 @@ class TorchComponent(Component):
         return self.module(*tensors)
 
     @torch.inference_mode()
-    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> Outputs:
         # the calling thread's current CUDA device is the component's (the server runs us outside the loading
         # thread): streams and CUDA graphs are created on the current device, not the module's
         with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
-            output = self.forward([self._tensor(a) for a in feeds.values()])
-            if isinstance(output, tuple):
-                return tuple(t.float().cpu().numpy() for t in output)
-            return output.float().cpu().numpy()
+            result = self.forward([self._tensor(a) for a in feeds.values()])
+            tensors = dict(zip(self.spec.output_names, result if isinstance(result, tuple) else (result,),
+                               strict=True))
+            arrays = tuple(tensors[name].float().cpu().numpy() for name in outputs)  # only these leave the device
+            return arrays[0] if len(arrays) == 1 else arrays
 
 
 class CudaGraphComponent(TorchComponent):
@@ -137,14 +138,24 @@ def load_components(
     precision: str = FP32,
     cuda_graph: bool = False,
     compile: bool | str = False,
+    loaded: Mapping[str, Component] | None = None,
 ) -> dict[str, Component]:
     """Torch components for `names`. FP16 follows the precision policy (T5 stays FP32, the policy's modules are
     upcast). cuda_graph captures the UNet; compile wraps the UNet in torch.compile (True: default mode, or a
-    mode name such as "max-autotune")."""
+    mode name such as "max-autotune"). The shallow UNet branch is made from the pipeline's loaded torch UNet
+    (`loaded`), sharing its modules, device and precision, rather than from a second copy of 866M parameters."""
     specs = component_specs(checkpoint.pipeline_config())
     _check_options(precision, resolve_device(device), cuda_graph)
-    modules = ModelBuilder(checkpoint).build(list(names))
-    return wrap_modules(modules, specs, device, precision, cuda_graph, compile)
+    names, components = list(names), {}
+    unet = (loaded or {}).get(UNET)
+    if UNET_SHALLOW in names and getattr(unet, "backend", None) == "torch":
+        graph = getattr(unet.module, "_orig_mod", unet.module)  # under torch.compile, the module it wraps
+        kind = CudaGraphComponent if cuda_graph else TorchComponent
+        components[UNET_SHALLOW] = kind(specs[UNET_SHALLOW], ShallowUNetGraph(graph.unet, graph.cut), unet.device,
+                                        unet.dtype)
+        names.remove(UNET_SHALLOW)
+    modules = ModelBuilder(checkpoint).build(names)
+    return {**components, **wrap_modules(modules, specs, device, precision, cuda_graph, compile)}
 
 
 def _check_options(precision: str, target: torch.device, cuda_graph: bool) -> None:
@@ -177,6 +188,6 @@ def wrap_modules(
                 upcast(submodules[island])
         if name == UNET and compile:
             module = torch.compile(module, mode=None if compile is True else compile)
-        kind = CudaGraphComponent if name == UNET and cuda_graph else TorchComponent
+        kind = CudaGraphComponent if name in (UNET, UNET_SHALLOW) and cuda_graph else TorchComponent
         components[name] = kind(specs[name], module, target, dtype)
     return components

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError
-from ..specs import COMPONENTS, TEXT_ENCODER, UNET, VAE_DECODER, VAE_ENCODER, VOCODER
+from ..specs import COMPONENTS, TEXT_ENCODER, UNET, UNET_SHALLOW, VAE_DECODER, VAE_ENCODER, VOCODER
 
 MAX_KEYS_SHOWN = 8
 TIED_T5_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
@@ -39,20 +39,81 @@ class TextEncoderGraph(nn.Module):
 
 
 class UNetGraph(nn.Module):
-    """One UNet call; the bool mask becomes diffusers' additive cross-attention bias (1 - m) * -10000."""
+    """One UNet call -> (noise_pred, deep_feature); the bool mask becomes diffusers' additive cross-attention bias
+    (1 - m) * -10000. The deep feature is the hidden state entering the last up block's resnet `cut` (the cached
+    input of the shallow call, runtime/feature_cache.py), read by a hook while diffusers' own forward runs."""
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, unet: nn.Module, cut: int):
         super().__init__()
-        self.unet = unet
+        self.unet, self.cut = unet, cut
+        self._captured: list[torch.Tensor] = []
+        last = unet.up_blocks[-1]
+        if cut == 0:
+            last.register_forward_pre_hook(self._capture_input, with_kwargs=True)
+        else:
+            layers = last.attentions if getattr(last, "attentions", None) else last.resnets
+            layers[cut - 1].register_forward_hook(self._capture_output)
 
-    def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask) -> torch.Tensor:
-        return self.unet(
+    def _capture_input(self, _module, args, kwargs) -> None:
+        self._captured.append(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
+
+    def _capture_output(self, _module, _args, output) -> None:
+        self._captured.append(output[0] if isinstance(output, tuple) else output)
+
+    def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._captured.clear()
+        noise_pred = self.unet(
             sample,
             timestep,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
             return_dict=False,
         )[0]
+        return noise_pred, self._captured.pop()
+
+
+class ShallowUNetGraph(nn.Module):
+    """The shallow branch of the UNet on a cached deep feature (DeepCache): the time embedding, conv_in, the first
+    down block's first (resnet, attention) pairs whose outputs the last up block takes as skips, the last up block
+    from its resnet `cut` on, and conv_out; every module is the full UNet's own (no copies), run in the order
+    diffusers' UNet2DConditionModel and its blocks run them, so fed the deep feature of a full call at the same
+    input it returns that call's noise_pred."""
+
+    def __init__(self, unet: nn.Module, cut: int):
+        super().__init__()
+        if getattr(unet, "class_embedding", None) is not None or getattr(unet, "add_embedding", None) is not None \
+                or getattr(unet, "time_embed_act", None) is not None:
+            raise CheckpointError("the shallow UNet branch covers Tango's UNet (no class, added or activated time "
+                                  "embeddings); this UNet config has one")
+        self.unet, self.cut = unet, cut
+        last = unet.up_blocks[-1]
+        self.skips = len(last.resnets) - 1 - cut  # skips the last up block takes from the first down block
+
+    @staticmethod
+    def _pairs(block: nn.Module, layers: slice):
+        attentions = getattr(block, "attentions", None)
+        resnets = list(block.resnets)[layers]
+        return zip(resnets, list(attentions)[layers] if attentions else [None] * len(resnets), strict=True)
+
+    def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask, deep_feature) -> torch.Tensor:
+        unet = self.unet
+        temb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), None)
+        mask = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
+        attend = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=None, encoder_attention_mask=mask,
+                      return_dict=False)
+        hidden = unet.conv_in(sample)
+        skips = [hidden]
+        for resnet, attention in self._pairs(unet.down_blocks[0], slice(0, self.skips)):
+            hidden = resnet(hidden, temb)
+            hidden = attention(hidden, **attend)[0] if attention is not None else hidden
+            skips.append(hidden)
+        hidden = deep_feature
+        for resnet, attention in self._pairs(unet.up_blocks[-1], slice(self.cut, None)):
+            hidden = resnet(torch.cat([hidden, skips.pop()], dim=1), temb)
+            hidden = attention(hidden, **attend)[0] if attention is not None else hidden
+        hidden = unet.conv_act(unet.conv_norm_out(hidden))
+        return unet.conv_out(hidden)
 
 
 class VAEDecoderGraph(nn.Module):
@@ -218,6 +279,7 @@ class ModelBuilder:
         self.checkpoint = checkpoint
         self.load_weights = load_weights and not checkpoint.is_random
         self._files: dict[str, dict[str, torch.Tensor]] = {}
+        self._modules: dict[str, nn.Module] = {}  # shared within one build() call (the UNet and its shallow branch)
 
     def _state(self, key: str, prefix: str) -> dict[str, torch.Tensor]:
         if key not in self._files:
@@ -241,14 +303,24 @@ class ModelBuilder:
             load_strict(model, state, self.checkpoint.weights["main"], "text_encoder.", "text encoder (T5)")
         return TextEncoderGraph(model)
 
-    def unet(self) -> nn.Module:
-        from diffusers import UNet2DConditionModel
+    def _unet(self) -> nn.Module:
+        """diffusers' UNet2DConditionModel with the checkpoint's weights, built once per build() call."""
+        if "unet" not in self._modules:
+            from diffusers import UNet2DConditionModel
 
-        config = {k: v for k, v in self.checkpoint.unet_config.items() if not k.startswith("_")}
-        model = UNet2DConditionModel.from_config(config)
-        if self.load_weights:
-            load_strict(model, self._state("main", "unet."), self.checkpoint.weights["main"], "unet.", "UNet")
-        return UNetGraph(model)
+            config = {k: v for k, v in self.checkpoint.unet_config.items() if not k.startswith("_")}
+            model = UNet2DConditionModel.from_config(config)
+            if self.load_weights:
+                load_strict(model, self._state("main", "unet."), self.checkpoint.weights["main"], "unet.", "UNet")
+            self._modules["unet"] = model
+        return self._modules["unet"]
+
+    def unet(self) -> nn.Module:
+        return UNetGraph(self._unet(), self.checkpoint.pipeline_config().unet_cache_cut)
+
+    def unet_shallow(self) -> nn.Module:
+        """The shallow branch; built with the UNet in one build() call, the two share its modules."""
+        return ShallowUNetGraph(self._unet(), self.checkpoint.pipeline_config().unet_cache_cut)
 
     def _vae(self):
         """diffusers' AutoencoderKL with the checkpoint's AudioLDM VAE weights (both halves, strictly loaded)."""
@@ -287,12 +359,13 @@ class ModelBuilder:
     def build(self, names: Iterable[str] = COMPONENTS) -> dict[str, nn.Module]:
         """The wrapped modules, float32, eval mode, on CPU; random weights are seeded for reproducibility."""
         builders = {TEXT_ENCODER: self.text_encoder, UNET: self.unet, VAE_DECODER: self.vae_decoder,
-                    VOCODER: self.vocoder, VAE_ENCODER: self.vae_encoder}
+                    VOCODER: self.vocoder, VAE_ENCODER: self.vae_encoder, UNET_SHALLOW: self.unet_shallow}
         modules = {}
         for name in names:
             torch.manual_seed(self.checkpoint.random_seed)
             modules[name] = builders[name]().eval().requires_grad_(False)
         self._files.clear()
+        self._modules.clear()
         return modules
 
 

@@ -92,7 +92,7 @@ class TrtComponent(Component):
             if not context.set_tensor_address(name, pointer):
                 raise BackendError(f"{spec.name}: TensorRT rejected the address of tensor {name!r}")
 
-    def run(self, feeds: dict[str, np.ndarray]) -> Outputs:
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> Outputs:
         shapes = tuple(array.shape for array in feeds.values())
         for name, array in feeds.items():
             if self._resident.get(name) is not array:  # the text conditioning is the same object every step
@@ -103,7 +103,7 @@ class TrtComponent(Component):
                 raise BackendError(f"{self.spec.name}: TensorRT rejected shape {array.shape} for input {name!r}")
         self._execute(shapes)
         results = []
-        for name in self.spec.output_names:
+        for name in outputs:  # only the wanted outputs are copied back (the UNet's deep feature when caching)
             result = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.io_dtypes[name])
             self.cuda.copy_to_host(result, self.buffers[name], self.stream)
             results.append(result)
@@ -141,6 +141,7 @@ def load_components(
     cuda_graph: bool = False,
     cuda: CudaRuntime | None = None,
     trt: Any = None,
+    loaded: Mapping[str, Component] | None = None,
 ) -> dict[str, Component]:
     """Deserialize the engines, check they fit this machine, and allocate everything once."""
     trt = trt or import_tensorrt()

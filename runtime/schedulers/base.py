@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InputError
-from .config import F32, SchedulerConfig, alphas_cumprod, check_steps, default_scheduler_config
+from .config import F32, SchedulerConfig, alphas_cumprod, check_steps, default_scheduler_config, sigma_table
+from .sigmas import interpolate
 
 
 class Scheduler:
@@ -69,6 +70,13 @@ class Scheduler:
                 setattr(self, name, value[keep])
             elif isinstance(value, list):
                 setattr(self, name, [entry[keep] for entry in value])
+
+    def sigma(self, index: int) -> float:
+        """The noise level the sample has when step `index` begins, in the sigma parameterisation every sampler
+        shares (sigma(t) = sqrt((1 - alpha_bar_t) / alpha_bar_t): 14.6 at t = 999, 0.029 at t = 0 for Tango):
+        what a guidance interval is stated in. Alpha-based samplers read the table at their timestep; sigma-based
+        ones override with their own grid."""
+        return float(interpolate(self.timesteps[index], sigma_table(self.alphas_cumprod)))
 
     def scale_model_input(self, sample: np.ndarray, index: int) -> np.ndarray:
         """What the UNet sees at step `index` (sigma-based samplers divide by sqrt(sigma^2 + 1))."""

@@ -39,6 +39,9 @@ class MultistepSigmas(Scheduler):
         self.sigmas = np.concatenate([sigmas, [final_sigma(self.config.final_sigmas_type, table)]]).astype(F32)
         return timesteps
 
+    def sigma(self, index: int) -> float:
+        return float(self.sigmas[index])
+
     def add_noise(self, original: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
         """alpha_t x0 + sigma_t noise at sigmas[index] (VP form of the sigma), as diffusers' DPM-Solver / UniPC."""
         alpha_t, sigma_t, _ = vp(self.sigmas[index])

@@ -41,6 +41,9 @@ class EulerDiscreteScheduler(Scheduler):
         self.init_noise_sigma = float(largest if spread else np.sqrt(largest * largest + F32(1)))
         return timesteps
 
+    def sigma(self, index: int) -> float:
+        return float(self.sigmas[index])
+
     def add_noise(self, original: np.ndarray, noise: np.ndarray, index: int) -> np.ndarray:
         """x0 + sigma noise at sigmas[index] (Karras et al.'s parameterisation), as diffusers' Euler schedulers."""
         return original + noise * self.sigmas[index]
