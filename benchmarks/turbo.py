@@ -29,6 +29,7 @@ from ..runtime.config import CACHE_CUT
 from ..runtime.flops import UNetShape, run_gflop
 from ..runtime.guidance import UNetPlan
 from ..runtime.noise import NoiseSource, row_generators
+from ..runtime.presets import PRESETS
 from ..runtime.specs import TYPICAL_TEXT_LEN
 from .machine import machine_info
 from .oracle import FRAMES, PROMPTS, Truth
@@ -36,7 +37,8 @@ from .report import save_results
 from .sampler_quality import sliced_wasserstein
 
 COUNT = 256  # clips per prompt
-FAST = {"scheduler": "unipc", "options": {"use_karras_sigmas": True}, "steps": 15, "guidance": 3.0}
+FAST = {"scheduler": PRESETS["fast"]["scheduler"], "options": PRESETS["fast"]["scheduler_options"],
+        "steps": PRESETS["fast"]["steps"], "guidance": 3.0}  # the fast preset, at the original's guidance
 TOLERANCE = 1.10  # the turbo rule: sw within 10% of the fast preset's
 # label -> UNetPlan arguments (on the fast preset's sampler)
 PLANS = {
@@ -55,7 +57,13 @@ PLANS = {
     "guidance (0.3, 5] + cache 3": {"guidance_interval": (0.3, 5.0), "cache_interval": 3},
     "guidance (0.3, 5] + cache 3 center": {"guidance_interval": (0.3, 5.0), "cache_interval": 3,
                                            "cache_schedule": "center"},
+    "guidance (0.5, 3] + cache 2": {"guidance_interval": (0.5, 3.0), "cache_interval": 2},
     "guidance (0.5, 3] + cache 3": {"guidance_interval": (0.5, 3.0), "cache_interval": 3},
+    "guidance (0.5, 3] + cache 3 center": {"guidance_interval": (0.5, 3.0), "cache_interval": 3,
+                                           "cache_schedule": "center"},
+    "guidance (0.5, 3] + cache 4": {"guidance_interval": (0.5, 3.0), "cache_interval": 4},
+    "guidance (0.5, 3] + cache 5": {"guidance_interval": (0.5, 3.0), "cache_interval": 5},
+    "guidance (0, 2] + cache 3": {"guidance_interval": (0.0, 2.0), "cache_interval": 3},
     "guidance (1, 15] + cache 3": {"guidance_interval": (1.0, 15.0), "cache_interval": 3},
 }
 FULL_SIZE = {"frames": 256, "bins": 16, "text_len": TYPICAL_TEXT_LEN}  # the clip GFLOP are counted for
@@ -183,7 +191,8 @@ def chart(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--oracle", default="tests/fixtures/oracle", help="the trained oracle checkpoint")
-    parser.add_argument("--export", default=None, help="its FP32 ONNX export: adds OpenVINO BF16 rows")
+    parser.add_argument("--export", default=None, help="its FP32 ONNX export (--max-batch at least --count): adds "
+                        "OpenVINO BF16 rows")
     parser.add_argument("--int8-export", default=None, help="its int8-weights export: adds OpenVINO INT8 rows")
     parser.add_argument("--count", type=int, default=COUNT)
     parser.add_argument("--out", default="benchmarks/results/turbo")

@@ -112,6 +112,7 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
             for key in ("mean", "median", "p95", "samples"):
                 assert key in run["end_to_end"] and key in run["stages"]["vocoder"]
             assert run["rtf"] > 0 and run["throughput_clips_per_s"] > 0
+            assert run["unet_gflop_per_clip"] > 0  # analytic, from the export's architecture record
         audio_in = variant["audio_in"]  # the VAE encoder and the mel front end, timed per clip
         assert audio_in["vae_encoder"]["n"] == 2 and audio_in["vae_encoder"]["median"] > 0
         assert audio_in["audio_to_mel"]["n"] == 2 and audio_in["encoder_load_s"] > 0

@@ -119,3 +119,13 @@ def test_extension_is_written_window_by_window(tmp_path, capsys, monkeypatch):
                  "--steps", "1", "--seed", "0", "--device", "cpu", "-q", "-o", str(out)]) == 0
     assert len(seen) == 2 and seen[0] < seen[1] == 20800 + 12 * 16000
     assert capsys.readouterr().out.split() == [str(out)]
+
+
+def test_generate_with_less_unet_work(tmp_path, capsys):
+    out = tmp_path / "turbo.wav"
+    assert main(["generate", "rain", "--model", str(FIXTURE), "--steps", "4", "--scheduler", "unipc", "--duration",
+                 "0.5", "--guidance-interval", "0.3:5", "--cache-interval", "2", "--cache-schedule", "center",
+                 "--seed", "1", "--device", "cpu", "-q", "-o", str(out)]) == 0
+    assert soundfile.read(out, dtype="int16")[0].shape == (8000,)
+    assert main(["generate", "rain", "--model", str(FIXTURE), "--cache-interval", "0", "--device", "cpu"]) == 2
+    assert "cache_interval must be an integer from 1" in capsys.readouterr().err

@@ -151,8 +151,8 @@ def load_components(
     if UNET_SHALLOW in names and getattr(unet, "backend", None) == "torch":
         graph = getattr(unet.module, "_orig_mod", unet.module)  # under torch.compile, the module it wraps
         kind = CudaGraphComponent if cuda_graph else TorchComponent
-        components[UNET_SHALLOW] = kind(specs[UNET_SHALLOW], ShallowUNetGraph(graph.unet, graph.cut), unet.device,
-                                        unet.dtype)
+        shallow = ShallowUNetGraph(graph.unet, graph.cut).eval()
+        components[UNET_SHALLOW] = kind(specs[UNET_SHALLOW], shallow, unet.device, unet.dtype)
         names.remove(UNET_SHALLOW)
     modules = ModelBuilder(checkpoint).build(names)
     return {**components, **wrap_modules(modules, specs, device, precision, cuda_graph, compile)}

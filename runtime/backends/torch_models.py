@@ -86,34 +86,43 @@ class ShallowUNetGraph(nn.Module):
                 or getattr(unet, "time_embed_act", None) is not None:
             raise CheckpointError("the shallow UNet branch covers Tango's UNet (no class, added or activated time "
                                   "embeddings); this UNet config has one")
-        self.unet, self.cut = unet, cut
+        self.cut = cut
+        self._unet = [unet]  # for its time-embedding method; only the modules the branch runs are registered
         last = unet.up_blocks[-1]
-        self.skips = len(last.resnets) - 1 - cut  # skips the last up block takes from the first down block
+        skips = len(last.resnets) - 1 - cut  # skips the last up block takes from the first down block
+        self.time_embedding, self.conv_in = unet.time_embedding, unet.conv_in
+        self.down = nn.ModuleList(self._pairs(unet.down_blocks[0], slice(0, skips)))
+        self.up = nn.ModuleList(self._pairs(last, slice(cut, None)))
+        self.conv_norm_out, self.conv_act, self.conv_out = unet.conv_norm_out, unet.conv_act, unet.conv_out
 
     @staticmethod
-    def _pairs(block: nn.Module, layers: slice):
+    def _pairs(block: nn.Module, layers: slice) -> list[nn.ModuleList]:
+        """(resnet, attention) pairs of a block (a block without attentions: (resnet,))."""
         attentions = getattr(block, "attentions", None)
         resnets = list(block.resnets)[layers]
-        return zip(resnets, list(attentions)[layers] if attentions else [None] * len(resnets), strict=True)
+        if not attentions:
+            return [nn.ModuleList([resnet]) for resnet in resnets]
+        return [nn.ModuleList(pair) for pair in zip(resnets, list(attentions)[layers], strict=True)]
+
+    @staticmethod
+    def _run(pair: nn.ModuleList, hidden: torch.Tensor, temb: torch.Tensor, attend: dict) -> torch.Tensor:
+        hidden = pair[0](hidden, temb)
+        return pair[1](hidden, **attend)[0] if len(pair) > 1 else hidden
 
     def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask, deep_feature) -> torch.Tensor:
-        unet = self.unet
-        temb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), None)
+        temb = self.time_embedding(self._unet[0].get_time_embed(sample=sample, timestep=timestep), None)
         mask = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
         attend = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=None, encoder_attention_mask=mask,
                       return_dict=False)
-        hidden = unet.conv_in(sample)
+        hidden = self.conv_in(sample)
         skips = [hidden]
-        for resnet, attention in self._pairs(unet.down_blocks[0], slice(0, self.skips)):
-            hidden = resnet(hidden, temb)
-            hidden = attention(hidden, **attend)[0] if attention is not None else hidden
+        for pair in self.down:
+            hidden = self._run(pair, hidden, temb, attend)
             skips.append(hidden)
         hidden = deep_feature
-        for resnet, attention in self._pairs(unet.up_blocks[-1], slice(self.cut, None)):
-            hidden = resnet(torch.cat([hidden, skips.pop()], dim=1), temb)
-            hidden = attention(hidden, **attend)[0] if attention is not None else hidden
-        hidden = unet.conv_act(unet.conv_norm_out(hidden))
-        return unet.conv_out(hidden)
+        for pair in self.up:
+            hidden = self._run(pair, torch.cat([hidden, skips.pop()], dim=1), temb, attend)
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
 
 
 class VAEDecoderGraph(nn.Module):
