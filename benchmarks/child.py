@@ -11,6 +11,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..runtime.feature_cache import full_steps
 from ..runtime.flops import UNetShape, run_gflop
 from ..runtime.guidance import UNetPlan
 from ..runtime.instrument import STAGES, Recorder, instrument
@@ -119,7 +120,7 @@ def measure(job: dict) -> dict:
             "rtf": batch * audio_s / e2e["median"],
             "throughput_clips_per_s": batch / e2e["median"],
         }
-        batches[str(batch)]["extrapolated_s"] = extrapolate(batches[str(batch)])
+        batches[str(batch)]["extrapolated_s"] = extrapolate(batches[str(batch)], config["unet_work"])
         batches[str(batch)]["unet_gflop_per_clip"] = unet_gflop(tango, config, frames)
     audio_in = measure_audio_in(tango, recorder, audio_s, config["warmup"], config["repeat"])
     return {
@@ -183,11 +184,20 @@ def measure_audio_in(tango: Tango, recorder: Recorder, seconds: float, warmup: i
 EXTRAPOLATED_STEPS = (15, 20, 25, 50, 100, 200)
 
 
-def extrapolate(run: dict) -> dict[str, float]:
+def extrapolate(run: dict, work: dict) -> dict[str, float]:
     """Seconds per generation at other step counts from this run's per-stage medians: tokenize + text encoder +
-    steps x UNet step + VAE + vocoder (the samplers' own arithmetic is ~1 ms per step)."""
+    full calls x full UNet step + shallow calls x shallow step (the cache plan's counts at that step count) + VAE
+    + vocoder (the samplers' own arithmetic is ~1 ms per step). None with a guidance interval: its unguided calls
+    cost less than guided ones, and how many there are depends on the sigmas of each step count."""
+    if work.get("guidance_interval") is not None:
+        return {}
     fixed = sum(run["per_generation"][s]["median"] for s in STAGES if s not in ("unet_step", UNET_SHALLOW))
-    return {str(n): fixed + n * run["stages"]["unet_step"]["median"] for n in EXTRAPOLATED_STEPS}
+    full, shallow = run["stages"]["unet_step"]["median"], run["stages"][UNET_SHALLOW].get("median") or 0.0
+    seconds = {}
+    for n in EXTRAPOLATED_STEPS:
+        calls = full_steps(n, work.get("cache_interval", 1), work.get("cache_schedule", "uniform"))
+        seconds[str(n)] = fixed + sum(calls) * full + (n - sum(calls)) * shallow
+    return seconds
 
 
 def _device(tango: Tango) -> str:

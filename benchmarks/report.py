@@ -107,14 +107,7 @@ def table(result: dict) -> str:
     lines += _unet_work_lines(result)
     lines += _audio_in_lines(result)
     lines += _memory_limit_lines(result)
-    lines += ["", "Seconds per generation at other step counts, from the per-stage medians above "
-              "(tokenize + text encoder + steps x UNet step + VAE + vocoder):", "",
-              "| variant | batch | " + " | ".join(f"{n} steps" for n in _extrapolated_steps(result)) + " |",
-              "|---|---|" + "---|" * len(_extrapolated_steps(result))]
-    for name, v in result["variants"].items():
-        for batch, run in v.get("batches", {}).items():
-            values = run.get("extrapolated_s", {})
-            lines.append(f"| {name} | {batch} | " + " | ".join(f"{values[n]:.2f}" for n in values) + " |")
+    lines += _extrapolated_lines(result)
     lines += ["", "Stage times are medians per generation (the UNet column is per step); RTF = seconds of audio "
               f"per second of compute; speed-ups and UNet errors are against the baseline, {result['baseline']}, "
               "of this run (the UNet error on one fixed input). Peak anon MB: the process's private memory "
@@ -124,11 +117,20 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _extrapolated_steps(result: dict) -> list[str]:
-    for v in result["variants"].values():
-        for run in v.get("batches", {}).values():
-            return list(run.get("extrapolated_s", {}))
-    return []
+def _extrapolated_lines(result: dict) -> list[str]:
+    """Seconds at other step counts (benchmarks/child.py's extrapolate); none where a guidance interval was set."""
+    steps = next((list(run.get("extrapolated_s", {})) for v in result["variants"].values()
+                  for run in v.get("batches", {}).values()), [])
+    if not steps:
+        return []
+    lines = ["", "Seconds per generation at other step counts, from the per-stage medians above (tokenize + text "
+             "encoder + full and shallow UNet calls as the cache plan makes them + VAE + vocoder):", "",
+             "| variant | batch | " + " | ".join(f"{n} steps" for n in steps) + " |", "|---|---|" + "---|" * len(steps)]
+    for name, v in result["variants"].items():
+        for batch, run in v.get("batches", {}).items():
+            values = run.get("extrapolated_s", {})
+            lines.append(f"| {name} | {batch} | " + " | ".join(f"{values[n]:.2f}" for n in values) + " |")
+    return lines
 
 
 def chart(result: dict, path: Path) -> Path | None:
@@ -159,6 +161,11 @@ def chart(result: dict, path: Path) -> Path | None:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def run_record(module: str, argv: list[str] | None, machine: dict) -> dict:
+    """What every study's results.json starts with: the command that made it and the machine it ran on."""
+    return {"command": " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)]), "machine": machine}
 
 
 def save_results(out: Path, result: dict, markdown: str) -> None:

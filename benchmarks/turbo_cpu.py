@@ -22,7 +22,7 @@ from ..runtime.instrument import Recorder, instrument
 from ..runtime.presets import PRESETS
 from ..runtime.tango import Tango
 from .machine import machine_info
-from .report import save_results
+from .report import run_record, save_results
 
 PROMPT = "An audience cheering and clapping"
 
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({machine['cores']} cores), median of {args.rounds} interleaved rounds: fast preset "
             f"{result['median_s']['fast']:.1f} s, turbo preset {result['median_s']['turbo']:.1f} s "
             f"({result['speedup']:.2f}x).")
-    save_results(Path(args.out), {"command": "python -m tango_rt.benchmarks.turbo_cpu " + " ".join(
-        sys.argv[1:] if argv is None else argv), "machine": machine, **result}, f"# Turbo preset on a CPU\n\n{text}\n")
+    record = run_record("tango_rt.benchmarks.turbo_cpu", argv, machine)
+    save_results(Path(args.out), {**record, **result}, f"# Turbo preset on a CPU\n\n{text}\n")
     print(text)
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..runtime.checkpoint import random_checkpoint
 from ..runtime.flops import UNetShape, unet_flops
 from .machine import machine_info
-from .report import save_results
+from .report import run_record, save_results
 
 
 def _timers(unet) -> tuple[dict[str, list[float]], list]:
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     result = measure(args.repeat, args.frames, args.text_len)
     text = table(result)
-    save_results(Path(args.out), {"command": "python -m tango_rt.benchmarks.unet_blocks " + " ".join(
-        sys.argv[1:] if argv is None else argv), "machine": machine, **result}, f"# UNet blocks\n\n{text}\n")
+    record = run_record("tango_rt.benchmarks.unet_blocks", argv, machine)
+    save_results(Path(args.out), {**record, **result}, f"# UNet blocks\n\n{text}\n")
     print(text)
     return 0
 

@@ -52,15 +52,23 @@ def _output_paths(out: str, prompts: list[str], samples: int) -> list[Path]:
 
 
 
-def _span(text: str) -> tuple[float, float]:
-    """--inpaint START:END in seconds."""
-    start, sep, end = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return float(start), float(end)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected START:END in seconds, e.g. 3.2:4.0, got {text!r}") from None
+def _pair(meaning: str, example: str) -> Callable[[str], tuple[float, float]]:
+    """An argparse type for an A:B pair of numbers, whose error says what the pair means."""
+
+    def parse(text: str) -> tuple[float, float]:
+        first, sep, second = text.partition(":")
+        try:
+            if sep:
+                return float(first), float(second)
+        except ValueError:
+            pass
+        raise argparse.ArgumentTypeError(f"expected {meaning}, e.g. {example}, got {text!r}")
+
+    return parse
+
+
+_span = _pair("START:END in seconds", "3.2:4.0")  # --inpaint
+_interval = _pair("LOW:HIGH noise levels (sigma)", "0.3:5")  # --guidance-interval
 
 
 @command
@@ -220,17 +228,6 @@ def _backend_options(args: argparse.Namespace) -> dict:
     if getattr(args, "cuda_graph", False):
         options["cuda_graph"] = True
     return {k: v for k, v in options.items() if v is not None}
-
-
-def _interval(text: str) -> tuple[float, float]:
-    """--guidance-interval LOW:HIGH (sigma)."""
-    low, sep, high = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return float(low), float(high)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW:HIGH noise levels (sigma), e.g. 0.3:5, got {text!r}") from None
 
 
 def _add_unet_work_args(parser: argparse.ArgumentParser) -> None:

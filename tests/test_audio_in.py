@@ -80,6 +80,7 @@ def mel_bound(wave: np.ndarray, frames: int, forward: np.ndarray, mel: np.ndarra
 # ---- the front end against the original and against librosa ---------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_mel_matches_the_originals_wav_to_fbank(tiny_tango, frontend, audio_golden, audio_meta):
     """16 kHz file: the whole front end (read, normalise, pad, STFT, mel, log) against the original's output."""
     meta = audio_meta["tone_16k"]
@@ -99,6 +100,7 @@ def test_mel_matches_the_originals_wav_to_fbank(tiny_tango, frontend, audio_gold
     assert np.mean(bound < 0.01) > 0.5
 
 
+@pytest.mark.numerics
 def test_44k_file_after_the_originals_resampler_matches_exactly(tiny_tango, frontend, audio_golden):
     """The 44.1 kHz file: the original resamples with torchaudio (a short Hann-windowed sinc), we with soxr, so the
     two 16 kHz waveforms are not the same. Compared here: everything after resampling, on the original's own
@@ -116,6 +118,7 @@ def test_44k_file_after_the_originals_resampler_matches_exactly(tiny_tango, fron
     np.testing.assert_allclose(latents, audio_golden["chirp_44k_latents"][0], **TOL_VAE_ENCODER)
 
 
+@pytest.mark.numerics
 def test_44k_file_through_soxr_differs_from_torchaudio_only_at_the_top_of_the_band(tiny_tango, audio_golden):
     """The full path from the 44.1 kHz file. The resamplers differ by design, not by rounding: both pass the band
     below 6 kHz unchanged (soxr HQ: flat to 0.913 x 8 kHz; torchaudio's sinc: within 0.1 dB below ~6 kHz), so there
@@ -142,6 +145,7 @@ def test_44k_file_through_soxr_differs_from_torchaudio_only_at_the_top_of_the_ba
     assert np.isfinite(ours).all() and diff.max() <= 0.0115 and diff.mean() <= 0.0115 / 4
 
 
+@pytest.mark.numerics
 def test_mel_matches_librosa(frontend, audio_golden):
     """An independent computation of the same numerics: librosa's reflect-padded STFT (an FFT, periodic Hann) and
     its Slaney mel filters, against our front end with the checkpoint's buffers."""
@@ -162,6 +166,7 @@ def test_mel_matches_librosa(frontend, audio_golden):
     assert (np.abs(ours - theirs) <= bound).all()
 
 
+@pytest.mark.numerics
 def test_the_checkpoints_buffers_are_the_window_dft_and_slaney_filters(frontend):
     """What the front end multiplies by is what TacotronSTFT builds: a periodic-Hann-windowed DFT (real rows, then
     imaginary rows) and librosa's Slaney mel filters, each stored in float32 (one rounding: 2^-24 relative)."""
@@ -179,6 +184,7 @@ def test_the_checkpoints_buffers_are_the_window_dft_and_slaney_filters(frontend)
 # ---- the VAE encoder ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_encoder_matches_the_originals_posterior(tiny_tango, audio_golden):
     """The original's encode_first_stage on its own mel: posterior mean and log-variance, and the latents."""
     for name in ("tone_16k", "chirp_44k"):
@@ -187,6 +193,7 @@ def test_encoder_matches_the_originals_posterior(tiny_tango, audio_golden):
         np.testing.assert_allclose(logvar, audio_golden[f"{name}_posterior_logvar"], **TOL_VAE_ENCODER)
 
 
+@pytest.mark.numerics
 def test_encode_audio_end_to_end_matches_the_original(tiny_tango, audio_golden):
     """File -> latents against the original's. The mel differs from the original's only where it is within a
     hair of the silence floor (the bound above), where the encoder's first convolutions see a difference of at most
@@ -199,6 +206,7 @@ def test_encode_audio_end_to_end_matches_the_original(tiny_tango, audio_golden):
     assert relative < 1e-3, relative
 
 
+@pytest.mark.numerics
 def test_torch_encoder_matches_diffusers_autoencoder_encode(tiny_tango, audio_golden):
     """Our VAE-encoder network against diffusers' own AutoencoderKL.encode (latent_dist) on the same converted
     weights: the same float32 operations in the same order, so they agree to a few roundings."""
@@ -221,6 +229,7 @@ def test_torch_encoder_matches_diffusers_autoencoder_encode(tiny_tango, audio_go
     np.testing.assert_allclose(logvar, dist.logvar.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.numerics
 def test_posterior_sample_follows_the_seed(tiny_tango, audio_golden):
     wav = AUDIO / "tone_16k.wav"
     mode = tiny_tango.encode_audio(wav)

@@ -172,3 +172,20 @@ def test_first_gpu_check_writes_its_table_and_reports_a_failed_variant_as_a_row(
     assert "CUDA" in rows["fp16"]["error"]
     table = (tmp_path / "first_gpu.md").read_text()
     assert "| fp32 |" in table and "| fp16 | failed:" in table
+
+
+def test_extrapolation_counts_the_cache_plans_full_and_shallow_calls():
+    """Seconds at other step counts: the uniform cache plan calls the full UNet on ceil(n / k) steps and the shallow
+    network on the rest; with a guidance interval (guided and unguided calls differ in cost) there is none."""
+    from tango_rt.benchmarks.child import EXTRAPOLATED_STEPS, extrapolate
+    from tango_rt.runtime.specs import UNET_SHALLOW
+
+    fixed = {stage: {"median": 0.0} for stage in STAGES}
+    fixed["vae_decoder"] = {"median": 2.0}
+    run = {"per_generation": fixed, "stages": {"unet_step": {"median": 10.0}, UNET_SHALLOW: {"median": 3.0}}}
+    for interval in (1, 2, 4):
+        seconds = extrapolate(run, {"guidance_interval": None, "cache_interval": interval})
+        for n in EXTRAPOLATED_STEPS:
+            full = -(-n // interval)
+            assert seconds[str(n)] == pytest.approx(2.0 + 10.0 * full + 3.0 * (n - full))
+    assert extrapolate(run, {"guidance_interval": [0.5, 3.0], "cache_interval": 4}) == {}

@@ -27,7 +27,8 @@ def test_metrics_on_known_inputs():
 
 def test_fp32_export_passes(onnx_dir):
     rows = check_model(str(onnx_dir))
-    assert {r.component for r in rows} == {"text_encoder", "unet", "vae_decoder", "vocoder", "vae_encoder"}
+    assert {r.component for r in rows} == {"text_encoder", "unet", "vae_decoder", "vocoder", "vae_encoder",
+                                           "unet_shallow"}
     graphs = {(r.component, r.graph) for r in rows}  # the fused and the plain graph both get checked
     assert {("unet", "unet.ort.onnx"), ("unet", "unet.onnx"), ("vae_decoder", "vae_decoder.ort.onnx"),
             ("vae_decoder", "vae_decoder.onnx"), ("vocoder", "vocoder.onnx"), ("vae_encoder", "vae_encoder.onnx"),

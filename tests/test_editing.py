@@ -244,6 +244,7 @@ def _wrap_error(wave: np.ndarray, latents: np.ndarray, pipeline, k: int = 1600) 
     return float(np.sqrt(np.mean((looped - reference) ** 2) / np.mean(reference**2)))
 
 
+@pytest.mark.numerics
 def test_a_loops_end_flows_into_its_start_in_the_waveform(tiny_tango):
     result = _loop(tiny_tango, 1.28)  # 32 latent frames: the loop is a whole number of frames
     wave = result.waves[0]

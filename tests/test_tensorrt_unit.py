@@ -455,7 +455,7 @@ class _FixedBatch(trt_backend.Component):
 
     backend = "static-stand-in"
 
-    def run(self, feeds):
+    def run(self, feeds, outputs):
         sample = feeds["sample"]
         assert len(sample) == self.ranges["cfg_batch"].max, "the engine saw an unpadded batch"
         return sample * np.float32(2) + feeds["timestep"][:, None, None, None]
@@ -469,9 +469,10 @@ def test_a_fixed_batch_network_gets_padded_rows_and_returns_only_the_real_ones(s
              "timestep": np.array([7.0], np.float32),
              "encoder_hidden_states": rng.standard_normal((1, 8, 32), dtype=np.float32),
              "encoder_attention_mask": np.ones((1, 8), bool)}
-    out = unet(**feeds)
+    out = unet(outputs=["noise_pred"], **feeds)
     np.testing.assert_array_equal(out, feeds["sample"] * 2 + 7)  # one row in, that row's result out
-    assert unet(**{k: np.concatenate([v] * 4) for k, v in feeds.items()}).shape[0] == 4  # full batch untouched
+    full = unet(outputs=["noise_pred"], **{k: np.concatenate([v] * 4) for k, v in feeds.items()})
+    assert full.shape[0] == 4  # full batch untouched
 
 
 def test_the_server_warms_up_at_a_length_a_static_engine_accepts(config):
@@ -544,7 +545,11 @@ def test_onnxruntime_gpu_providers_get_the_device_index():
 
 def test_an_unchanged_input_is_not_copied_to_the_device_again(specs, config):
     """The UNet's embeddings and mask are the same arrays at every step: copied once, not once per step."""
-    component, _, cuda = _component(specs, config, "unet", lambda f: f["sample"] * 0)
+    def unet(feeds):  # both declared outputs: the noise prediction and the deep feature
+        sample = feeds["sample"]
+        return sample * 0, np.zeros((len(sample), config.unet_feature_channels, *sample.shape[2:]), np.float32)
+
+    component, _, cuda = _component(specs, config, "unet", unet)
     copies = []
     real = cuda.copy_to_device
     cuda.copy_to_device = lambda pointer, array, stream: (copies.append(pointer), real(pointer, array, stream))
