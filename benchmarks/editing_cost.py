@@ -23,7 +23,7 @@ import numpy as np
 from ..runtime.instrument import Recorder, instrument
 from ..runtime.tango import Tango
 from .machine import machine_info
-from .report import run_record, save_results
+from .report import save_study
 
 PROMPT = "Rain falling on a tin roof with distant thunder"
 
@@ -108,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                f"({machine['cores']} cores). x plain clip: the feature's time over the plain 10.24 s clip's time in "
                "this run. UNet calls count guided calls (batch 2).")
     text = table(rows, context)
-    record = run_record("tango_rt.benchmarks.editing_cost", argv, machine)
-    save_results(Path(args.out), {**record, "config": vars(args), "rows": rows}, f"# Sound design cost\n\n{text}\n")
-    print(text)
+    save_study(Path(args.out), "tango_rt.benchmarks.editing_cost", argv, machine, {"config": vars(args), "rows": rows},
+               "Sound design cost", text)
     return 0
 
 

@@ -3,9 +3,10 @@
     bash benchmarks/gpu/run.sh                       # on the GPU machine (after benchmarks/gpu/prepare.sh here)
     python -m tango_rt.benchmarks.first_gpu --device cpu --model random:tiny --variants fp32   # the CPU dry run
 
-For each variant (torch FP32, FP16, FP16 + CUDA graph, FP16 + torch.compile) on `random:full`: load time, one
-UNet step and whole generations (median of --repeat after a warm-up generation), peak GPU memory, and the FP16
-path's error against FP32 on one fixed UNet input (cosine, SNR; export/check.compare). Each variant is guarded: a
+For each variant (torch FP32, FP16, FP16 + CUDA graph, the turbo preset's UNet plan on FP16 + graph and on FP32,
+FP16 + torch.compile) on `random:full`: load time, one UNet step and whole generations (median of --repeat after a
+warm-up generation; the turbo rows' step median mixes full and shallow calls), peak GPU memory, and each path's
+error against FP32 on one fixed UNet input (cosine, SNR; export/check.compare). Each variant is guarded: a
 failure is a row with its error, the table is printed and written ($OUT or --out) whatever happens, and a time
 budget skips what would not fit. Random weights time the networks; they say nothing about audio quality.
 """
@@ -26,14 +27,18 @@ import numpy as np
 from ..export.check import compare
 from ..runtime.instrument import Recorder, instrument
 from ..runtime.precision import FP16
+from ..runtime.presets import TURBO
 from ..runtime.specs import TYPICAL_TEXT_LEN, UNET, dims
 from .stats import summarize
 
-VARIANTS = {
+TURBO_PLAN = {key: TURBO[key] for key in ("guidance_interval", "cache_interval")}  # the turbo preset's UNet plan
+VARIANTS = {  # constructor options; "plan": the UNet plan generation runs with (the shallow network on the GPU)
     "fp32": {},
     "fp16": {"precision": FP16},
     "fp16+graph": {"precision": FP16, "cuda_graph": True},
-    "fp16+compile": {"precision": FP16, "compile": True},
+    "fp16+graph+turbo": {"precision": FP16, "cuda_graph": True, "plan": TURBO_PLAN},
+    "fp32+turbo": {"plan": TURBO_PLAN},
+    "fp16+compile": {"precision": FP16, "compile": True},  # last: compiling the full-size UNet takes minutes
 }
 SETTINGS = {"steps": 20, "scheduler": "unipc", "scheduler_options": {"use_karras_sigmas": True}}
 
@@ -61,6 +66,8 @@ def unet_probe(tango: Any) -> dict[str, np.ndarray]:
 def run_variant(model: str, device: str, options: dict, repeat: int, probe_reference: np.ndarray | None):
     from ..runtime.tango import Tango
 
+    options = dict(options)
+    settings = {**SETTINGS, **options.pop("plan", {})}
     torch = _torch()
     if torch is not None and device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -69,12 +76,12 @@ def run_variant(model: str, device: str, options: dict, repeat: int, probe_refer
     row: dict[str, Any] = {"load_s": time.perf_counter() - started}
     recorder = Recorder()
     instrument(tango.pipeline, recorder)
-    tango.generate("warm-up", seed=0, **SETTINGS)  # compiles, captures, autotunes
+    tango.generate("warm-up", seed=0, **settings)  # compiles, captures, autotunes
     recorder.reset()
     totals = []
     for index in range(repeat):
         started = time.perf_counter()
-        audio = tango.generate("An audience cheering and clapping", seed=index, **SETTINGS)
+        audio = tango.generate("An audience cheering and clapping", seed=index, **settings)
         totals.append(time.perf_counter() - started)
         recorder.end_generation()
         row["finite"] = bool(np.isfinite(audio.astype(np.float32)).all())

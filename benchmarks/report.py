@@ -168,6 +168,14 @@ def run_record(module: str, argv: list[str] | None, machine: dict) -> dict:
     return {"command": " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)]), "machine": machine}
 
 
+def save_study(out: Path, module: str, argv: list[str] | None, machine: dict, result: dict, title: str,
+               text: str) -> None:
+    """A study's record in `out` (the command and machine first, then its data; its table under `title`), and the
+    table printed: what every study's main() ends with."""
+    save_results(out, {**run_record(module, argv, machine), **result}, f"# {title}\n\n{text}\n")
+    print(text)
+
+
 def save_results(out: Path, result: dict, markdown: str) -> None:
     """Every benchmark's record: `results.json` (the data) and `results.md` (the table) in `out`."""
     out.mkdir(parents=True, exist_ok=True)

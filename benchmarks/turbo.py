@@ -33,7 +33,7 @@ from ..runtime.presets import PRESETS
 from ..runtime.specs import TYPICAL_TEXT_LEN
 from .machine import machine_info
 from .oracle import FRAMES, PROMPTS, Truth
-from .report import run_record, save_results
+from .report import save_study
 from .sampler_quality import sliced_wasserstein
 
 COUNT = 256  # clips per prompt
@@ -208,10 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(args.oracle, lean, args.count)
     text = table(result)
     out = Path(args.out)
-    record = run_record("tango_rt.benchmarks.turbo", argv, machine)
-    save_results(out, {**record, **result}, f"# Turbo preset\n\n{text}\n")
+    save_study(out, "tango_rt.benchmarks.turbo", argv, machine, result, "Turbo preset", text)
     chart(result, out / "chart.png")
-    print(text)
     return 0
 
 

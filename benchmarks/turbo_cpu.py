@@ -22,7 +22,7 @@ from ..runtime.instrument import Recorder, instrument
 from ..runtime.presets import PRESETS
 from ..runtime.tango import Tango
 from .machine import machine_info
-from .report import run_record, save_results
+from .report import save_study
 
 PROMPT = "An audience cheering and clapping"
 
@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({machine['cores']} cores), median of {args.rounds} interleaved rounds: fast preset "
             f"{result['median_s']['fast']:.1f} s, turbo preset {result['median_s']['turbo']:.1f} s "
             f"({result['speedup']:.2f}x).")
-    record = run_record("tango_rt.benchmarks.turbo_cpu", argv, machine)
-    save_results(Path(args.out), {**record, **result}, f"# Turbo preset on a CPU\n\n{text}\n")
-    print(text)
+    save_study(Path(args.out), "tango_rt.benchmarks.turbo_cpu", argv, machine, result, "Turbo preset on a CPU", text)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..runtime.checkpoint import random_checkpoint
 from ..runtime.flops import UNetShape, unet_flops
 from .machine import machine_info
-from .report import run_record, save_results
+from .report import save_study
 
 
 def _timers(unet) -> tuple[dict[str, list[float]], list]:
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     result = measure(args.repeat, args.frames, args.text_len)
     text = table(result)
-    record = run_record("tango_rt.benchmarks.unet_blocks", argv, machine)
-    save_results(Path(args.out), {**record, **result}, f"# UNet blocks\n\n{text}\n")
-    print(text)
+    save_study(Path(args.out), "tango_rt.benchmarks.unet_blocks", argv, machine, result, "UNet blocks", text)
     return 0
 
 

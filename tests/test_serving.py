@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("torch")
 soundfile = pytest.importorskip("soundfile")
 
-from serving_helpers import FAST, ServerProcess  # noqa: E402
+from serving_helpers import FAST, ServerProcess, post, post_together  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,6 @@ def server():
         yield srv
     finally:
         srv.terminate()
-
-
-def _post(srv, body: dict, **kwargs) -> httpx.Response:
-    return srv.client.post("/v1/audio/generate", json=body, **kwargs)
 
 
 def _wav(response) -> np.ndarray:
@@ -51,7 +47,7 @@ def test_health_models_and_metrics(server):
     assert model["id"] == str(FIXTURE) and model["backend"] == "torch" and model["ready"] is True
     assert model["components"]["unet"] == "torch" and model["precision"] == "fp32"
     assert "/v1/audio/generate" in server.client.get("/openapi.json").json()["paths"]
-    _post(server, {"prompt": "a bell", **FAST})
+    post(server, {"prompt": "a bell", **FAST})
     metrics = server.client.get("/metrics").text
     for name in ("tango_requests_total", "tango_queue_depth", "tango_queue_wait_seconds_bucket",
                  "tango_batch_size_bucket", 'tango_stage_seconds_bucket{le="0.05",stage="unet_step"}',
@@ -61,22 +57,22 @@ def test_health_models_and_metrics(server):
 
 
 def test_generate_wav_with_seed_and_timings(server):
-    response = _post(server, {"prompt": "a dog barks", **FAST})
+    response = post(server, {"prompt": "a dog barks", **FAST})
     assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
     assert response.headers["x-request-id"] and "generate;dur=" in response.headers["server-timing"]
     seed = int(response.headers["x-seed"])
     assert _wav(response).shape == (16000,)
-    again = _post(server, {"prompt": "a dog barks", **FAST, "seed": seed})
+    again = post(server, {"prompt": "a dog barks", **FAST, "seed": seed})
     np.testing.assert_array_equal(_wav(again), _wav(response))  # the returned seed reproduces the clip
 
 
 def test_formats_and_json(server):
-    flac = _post(server, {"prompt": "rain", **FAST, "seed": 1, "response_format": "flac"})
+    flac = post(server, {"prompt": "rain", **FAST, "seed": 1, "response_format": "flac"})
     assert flac.headers["content-type"] == "audio/flac"
-    pcm = _post(server, {"prompt": "rain", **FAST, "seed": 1, "response_format": "pcm"})
+    pcm = post(server, {"prompt": "rain", **FAST, "seed": 1, "response_format": "pcm"})
     assert pcm.headers["content-type"].startswith("audio/L16;rate=16000")
     np.testing.assert_array_equal(np.frombuffer(pcm.content, "<i2"), _wav(flac))
-    answer = _post(server, {"prompt": "rain", **FAST, "seed": 1, "samples": 2},
+    answer = post(server, {"prompt": "rain", **FAST, "seed": 1, "samples": 2},
                    headers={"Accept": "application/json"}).json()
     assert answer["seed"] == 1 and answer["sample_rate"] == 16000 and len(answer["clips"]) == 2
     assert set(answer["timings_ms"]) == {"queue", "generate", "total"}
@@ -90,17 +86,11 @@ def test_a_batched_request_equals_the_same_request_alone(server, tiny_tango):
     bodies = [{"prompt": p, **FAST, "seed": s} for p, s in [("a bell", 5), ("a car horn honks twice", 6),
                                                              ("birds", 7)]]
     before = server.client.get("/metrics").text
-    results: list = [None] * 3
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, _post(server, bodies[i])))
-               for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = post_together(server, bodies)
     batched = [_wav(r) for r in results]
     assert _batches_of_size_above_one(server.client.get("/metrics").text) > _batches_of_size_above_one(before)
     for body, clip in zip(bodies, batched, strict=True):
-        alone = _wav(_post(server, body))
+        alone = _wav(post(server, body))
         local = tiny_tango.generate(body["prompt"], steps=2, duration=1.0, scheduler="ddim", seed=body["seed"])
         assert np.abs(clip.astype(np.int32) - alone).max() <= INT16_LSB
         assert np.abs(clip.astype(np.int32) - local).max() <= INT16_LSB
@@ -132,17 +122,17 @@ BAD = [
 
 @pytest.mark.parametrize(("body", "status", "words"), BAD, ids=[w for _, _, w in BAD])
 def test_bad_requests_get_json_errors(server, body, status, words):
-    response = _post(server, body)
+    response = post(server, body)
     assert response.status_code == status
     problem = response.json()["error"]
     assert set(problem) == {"code", "message"} and words in problem["message"]
-    assert _post(server, {"prompt": "still fine", **FAST}).status_code == 200
+    assert post(server, {"prompt": "still fine", **FAST}).status_code == 200
 
 
 def test_less_unet_work_per_request_equals_the_api(server, tiny_tango):
     """guidance_interval and cache_interval reach the worker (and its batch key) as in Tango.generate."""
     work = {"guidance_interval": [0.3, 5.0], "cache_interval": 2, "cache_schedule": "center"}
-    clip = _wav(_post(server, {"prompt": "rain", "steps": 4, "scheduler": "unipc", "duration": 1.0, "seed": 8,
+    clip = _wav(post(server, {"prompt": "rain", "steps": 4, "scheduler": "unipc", "duration": 1.0, "seed": 8,
                                **work}))
     local = tiny_tango.generate("rain", steps=4, scheduler="unipc", duration=1.0, seed=8,
                                 guidance_interval=(0.3, 5.0), cache_interval=2, cache_schedule="center")
@@ -154,7 +144,7 @@ def test_less_unet_work_per_request_equals_the_api(server, tiny_tango):
 def test_a_disconnected_client_is_dropped_before_its_batch(server):
     """A slow request occupies the worker; a second client gives up while queued: its job never runs."""
     metrics = server.client.get("/metrics").text
-    slow = threading.Thread(target=_post, args=(server, {"prompt": "slow", "steps": 15, "scheduler": "ddim"}))
+    slow = threading.Thread(target=post, args=(server, {"prompt": "slow", "steps": 15, "scheduler": "ddim"}))
     slow.start()
     time.sleep(0.5)
     with pytest.raises(httpx.ReadTimeout):
@@ -176,7 +166,7 @@ def test_overload_gives_429_with_retry_after_and_deadline_504():
         srv.wait_ready()
         body = {"prompt": "busy", "steps": 6, "scheduler": "ddim", "duration": 1.0}
         statuses: list[httpx.Response] = []
-        threads = [threading.Thread(target=lambda: statuses.append(_post(srv, body))) for _ in range(6)]
+        threads = [threading.Thread(target=lambda: statuses.append(post(srv, body))) for _ in range(6)]
         for t in threads:
             t.start()
         for t in threads:
@@ -185,7 +175,7 @@ def test_overload_gives_429_with_retry_after_and_deadline_504():
         assert codes.count(429) >= 1 and codes.count(200) >= 2 and set(codes) <= {200, 429}, codes
         rejected = next(r for r in statuses if r.status_code == 429)
         assert int(rejected.headers["retry-after"]) >= 1 and rejected.json()["error"]["code"] == "overloaded"
-        late = _post(srv, {"prompt": "too slow", "steps": 40, "scheduler": "ddim"})  # ~10 s > the 3 s deadline
+        late = post(srv, {"prompt": "too slow", "steps": 40, "scheduler": "ddim"})  # ~10 s > the 3 s deadline
         assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
     finally:
         srv.terminate()
@@ -200,9 +190,9 @@ def test_api_key_and_readiness_before_warm_up(tmp_path):
         early = srv.client.get("/health/ready")  # loading torch and the model takes seconds
         assert early.status_code == 503 and early.json()["error"]["code"] in ("loading", "draining")
         srv.wait_ready()
-        assert _post(srv, {"prompt": "x", **FAST}).status_code == 401
-        assert _post(srv, {"prompt": "x", **FAST}, headers={"X-API-Key": "wrong"}).status_code == 401
-        assert _post(srv, {"prompt": "x", **FAST}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert post(srv, {"prompt": "x", **FAST}).status_code == 401
+        assert post(srv, {"prompt": "x", **FAST}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert post(srv, {"prompt": "x", **FAST}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert srv.client.get("/health/live").status_code == 200  # probes need no key
     finally:
         srv.terminate()
@@ -214,7 +204,7 @@ def test_sigterm_drains_every_accepted_request():
         srv.wait_ready()
         results: list[int] = []
         body = {"prompt": "drain", "steps": 6, "scheduler": "ddim", "duration": 1.0}
-        threads = [threading.Thread(target=lambda: results.append(_post(srv, body).status_code)) for _ in range(4)]
+        threads = [threading.Thread(target=lambda: results.append(post(srv, body).status_code)) for _ in range(4)]
         for t in threads:
             t.start()
         time.sleep(0.4)  # all four accepted (queued or running)
@@ -222,7 +212,7 @@ def test_sigterm_drains_every_accepted_request():
         time.sleep(0.2)
         refused = srv.client.get("/health/ready")
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
-        assert _post(srv, {"prompt": "late", **FAST}).status_code == 503
+        assert post(srv, {"prompt": "late", **FAST}).status_code == 503
         for t in threads:
             t.join()
         assert results == [200] * 4

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import time
 
 import numpy as np
@@ -20,7 +19,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("torch")
 soundfile = pytest.importorskip("soundfile")
 
-from serving_helpers import ServerProcess  # noqa: E402
+from serving_helpers import ServerProcess, post, post_together  # noqa: E402
 
 WAV = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # 1.3 s, 20800 samples at 16 kHz
 FAST = {"steps": 2, "scheduler": "ddim"}
@@ -46,10 +45,6 @@ def _b64(path=WAV) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _post(srv, body: dict, **kwargs) -> httpx.Response:
-    return srv.client.post("/v1/audio/generate", json=body, **kwargs)
-
-
 def _wav(response) -> np.ndarray:
     assert response.status_code == 200, response.text
     return soundfile.read(io.BytesIO(response.content), dtype="int16")[0]
@@ -60,7 +55,7 @@ def _close(a: np.ndarray, b: np.ndarray, bound: int = INT16_LSB) -> bool:
 
 
 def test_variation_from_base64_json_equals_the_api(server, tiny_tango):
-    clip = _wav(_post(server, {"prompt": "rain", **FAST, "seed": 4, "audio": _b64(), "strength": 0.5}))
+    clip = _wav(post(server, {"prompt": "rain", **FAST, "seed": 4, "audio": _b64(), "strength": 0.5}))
     local = tiny_tango.generate("rain", audio=WAV, strength=0.5, seed=4, **FAST)
     assert _close(clip, local)
 
@@ -80,7 +75,7 @@ def test_inpainting_from_a_multipart_upload_keeps_the_input_outside(server, orig
 
 def test_extension_whole_and_streamed_are_the_same_clip(server, original, tiny_tango):
     body = {"prompt": "rain", **FAST, "seed": 6, "audio": _b64(), "extend": 12}
-    whole = _wav(_post(server, body))
+    whole = _wav(post(server, body))
     assert whole.shape == (len(original) + 12 * 16000,)
     local = tiny_tango.extend("rain", WAV, 12, seed=6, **FAST)
     assert _close(whole, local, 2 * INT16_LSB)  # two windows: the windowed error model (tests/test_editing.py)
@@ -110,13 +105,13 @@ def test_a_long_clip_streams_window_by_window(server):
     assert len(data) == 44 + 2 * 20 * 16000
     first_audio = next(t for t, size in arrivals if size > 44)
     assert first_audio < 0.8 * arrivals[-1][0], arrivals
-    pcm = _post(server, {**body, "response_format": "pcm"})
+    pcm = post(server, {**body, "response_format": "pcm"})
     assert pcm.headers["content-type"].startswith("audio/L16;rate=16000")
     assert pcm.content == data[44:]  # the same clip from its seed
 
 
 def test_loop_and_long_form_come_whole_without_stream(server):
-    loop = _wav(_post(server, {"prompt": "an engine", **FAST, "seed": 3, "duration": 2.0, "loop": True}))
+    loop = _wav(post(server, {"prompt": "an engine", **FAST, "seed": 3, "duration": 2.0, "loop": True}))
     assert loop.shape == (32000,)
 
 
@@ -153,11 +148,11 @@ def test_bad_audio_requests_get_json_errors_before_any_work(server, fields, stat
     if body.get("audio") == "__WAV__":
         body["audio"] = _b64()
     started = time.monotonic()
-    response = _post(server, body)
+    response = post(server, body)
     assert response.status_code == status, response.text
     assert words in response.json()["error"]["message"]
     assert time.monotonic() - started < 3
-    assert _post(server, {"prompt": "still fine", **FAST, "duration": 0.5}).status_code == 200
+    assert post(server, {"prompt": "still fine", **FAST, "duration": 0.5}).status_code == 200
 
 
 def test_audio_over_the_byte_cap_is_413_and_other_media_415(server):
@@ -180,15 +175,9 @@ def test_models_shows_the_audio_limits(server):
 def test_variations_of_one_length_share_a_batch_and_equal_their_solo_clips(server):
     bodies = [{"prompt": p, **FAST, "seed": s, "audio": _b64(), "strength": 0.6}
               for p, s in [("rain", 11), ("wind", 12)]]
-    results: list = [None, None]
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, _post(server, bodies[i])))
-               for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = post_together(server, bodies)
     for body, response in zip(bodies, results, strict=True):
-        assert _close(_wav(response), _wav(_post(server, body)))
+        assert _close(_wav(response), _wav(post(server, body)))
 
 
 def test_a_stream_past_its_deadline_is_cut_off_not_short():
@@ -205,6 +194,6 @@ def test_a_stream_past_its_deadline_is_cut_off_not_short():
                 received += len(chunk)
         assert 44 < received < 44 + 2 * 50 * 16000
         assert srv.client.get("/health/ready").status_code == 200
-        assert _post(srv, {"prompt": "next", **FAST, "duration": 0.5}).status_code == 200
+        assert post(srv, {"prompt": "next", **FAST, "duration": 0.5}).status_code == 200
     finally:
         srv.terminate()

@@ -19,7 +19,7 @@ pytest.importorskip("ray.serve", reason="needs ray[serve]: pip install 'tango-rt
 httpx = pytest.importorskip("httpx")
 soundfile = pytest.importorskip("soundfile")
 
-from serving_helpers import FAST, ServerProcess  # noqa: E402
+from serving_helpers import FAST, ServerProcess, server_log  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -75,15 +75,16 @@ def test_ray_checks_the_key_first_applies_the_caps_and_stops_a_late_job_between_
     try:
         srv.wait_ready(timeout=300)
         bad = srv.client.post("/v1/audio/generate", content=b"{not json", headers={"content-type": "application/json"})
-        assert bad.status_code == 401
+        assert bad.status_code == 401, server_log(srv, bad)
         capped = srv.client.post("/v1/audio/generate", json={"prompt": "x", **FAST, "steps": 61}, headers=auth)
         assert capped.status_code == 422 and "max_steps 60" in capped.json()["error"]["message"]
         started = time.monotonic()
         late = srv.client.post("/v1/audio/generate", json={"prompt": "slow", "steps": 40, "scheduler": "ddim"},
                                headers=auth)
-        assert late.status_code == 504
+        assert late.status_code == 504, server_log(srv, late)
         fast = srv.client.post("/v1/audio/generate", json={"prompt": "next", **FAST}, headers=auth)
-        assert fast.status_code == 200 and time.monotonic() - started < 9  # the late job ran ~4 s, not ~10 s
+        assert fast.status_code == 200, server_log(srv, fast)
+        assert time.monotonic() - started < 9  # the late job ran ~4 s, not ~10 s
         _audio_in_and_streams(srv, auth)
     finally:
         srv.terminate(timeout=120)

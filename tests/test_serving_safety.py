@@ -286,3 +286,23 @@ def test_a_second_signal_exits_at_once_with_128_plus_signal():
         assert time.monotonic() - started < 3
     finally:
         srv.terminate()
+
+
+def test_a_receive_channel_that_fails_means_the_client_is_still_there(caplog):
+    """Ray Serve's receive proxy raises its own errors from is_disconnected once: the request goes on waiting for
+    its result or its deadline (not a 500), and the error is logged."""
+    import asyncio
+
+    from tango_rt.serving.app import _client_left
+
+    class Broken:
+        async def is_disconnected(self) -> bool:
+            raise RuntimeError("proxy actor unreachable")
+
+    class Left:
+        async def is_disconnected(self) -> bool:
+            return True
+
+    assert asyncio.run(_client_left(Broken())) is False
+    assert "proxy actor unreachable" in caplog.text
+    assert asyncio.run(_client_left(Left())) is True

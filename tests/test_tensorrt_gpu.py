@@ -76,6 +76,28 @@ def test_audio_in_on_engines(engines_fp32, tiny_tango):
     np.testing.assert_array_equal(clip[outside], original[outside])
 
 
+def test_the_shallow_engine_and_the_turbo_plan_on_engines(engines_fp32, tiny_tango):
+    """The UNet engine's deep feature is the torch reference's, the shallow engine fed it returns the full engine's
+    noise prediction, and a turbo-plan generation (half-batch unguided steps through the profiles' batch range,
+    shallow steps) is the torch reference's within the golden test's bounds."""
+    from tango_rt import Tango
+    from tango_rt.runtime.presets import TURBO
+    from tango_rt.runtime.specs import component_specs, dims
+
+    tango = Tango(str(engines_fp32), backend="tensorrt")
+    config = tango.pipeline.config
+    feeds = component_specs(config)["unet"].sample_inputs(dims(config, 1, 7, 32), config, seed=3)
+    noise_pred, feature = tango.pipeline.components["unet"](**feeds)
+    _, torch_feature = tiny_tango.pipeline.components["unet"](**feeds)
+    np.testing.assert_allclose(feature, torch_feature, rtol=1e-2, atol=1e-2)  # TF32-free fp32, as above
+    shallow = tango.pipeline.component("unet_shallow")(**feeds, deep_feature=feature)
+    np.testing.assert_allclose(shallow, noise_pred, rtol=1e-2, atol=1e-2)
+    settings = {**TURBO, "duration": 2.0, "seed": 4}
+    wave = tango.generate("rain on a tin roof", **settings)
+    reference = tiny_tango.generate("rain on a tin roof", **settings)
+    assert np.abs(wave.astype(np.int32) - reference).max() <= 64 * INT16_LSB
+
+
 def test_fp16_engines_pass_check(engines_fp16):
     from tango_rt.export.check import check_model
 
