@@ -163,16 +163,12 @@ def chart(result: dict, path: Path) -> Path | None:
     return path
 
 
-def run_record(module: str, argv: list[str] | None, machine: dict) -> dict:
-    """What every study's results.json starts with: the command that made it and the machine it ran on."""
-    return {"command": " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)]), "machine": machine}
-
-
 def save_study(out: Path, module: str, argv: list[str] | None, machine: dict, result: dict, title: str,
                text: str) -> None:
-    """A study's record in `out` (the command and machine first, then its data; its table under `title`), and the
-    table printed: what every study's main() ends with."""
-    save_results(out, {**run_record(module, argv, machine), **result}, f"# {title}\n\n{text}\n")
+    """A study's record in `out` (the command that made it and the machine first, then its data; its table under
+    `title`), and the table printed: what every study's main() ends with."""
+    command = " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
+    save_results(out, {"command": command, "machine": machine, **result}, f"# {title}\n\n{text}\n")
     print(text)
 
 

@@ -7,7 +7,6 @@ import base64
 import io
 import os
 import signal
-import threading
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ pytest.importorskip("ray.serve", reason="needs ray[serve]: pip install 'tango-rt
 httpx = pytest.importorskip("httpx")
 soundfile = pytest.importorskip("soundfile")
 
-from serving_helpers import FAST, ServerProcess, server_log  # noqa: E402
+from serving_helpers import FAST, ServerProcess, post_together, server_log  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +36,7 @@ def test_two_replicas_share_the_load_and_survive_a_killed_replica(tiny_tango):
         pids: set[int] = set()
         deadline = time.monotonic() + 120
         while len(pids) < 2 and time.monotonic() < deadline:
-            responses: list = []
-
-            def send(into: list = responses) -> None:
-                into.append(srv.client.post("/v1/audio/generate", json=body))
-
-            threads = [threading.Thread(target=send) for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            responses = post_together(srv, [body] * 4)
             pids |= {_pid(r) for r in responses}
         assert len(pids) == 2, "requests never reached the second replica"
         clip = soundfile.read(io.BytesIO(responses[0].content), dtype="int16")[0]

@@ -22,7 +22,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("torch")
 soundfile = pytest.importorskip("soundfile")
 
-from serving_helpers import FAST, ServerProcess  # noqa: E402
+from serving_helpers import FAST, ServerProcess, post, post_together  # noqa: E402
 
 KEY = "s3cret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -43,7 +43,7 @@ def guarded(tmp_path_factory):
 
 
 def _post(srv, body, headers=AUTH, **kwargs) -> httpx.Response:
-    return srv.client.post("/v1/audio/generate", json=body, headers=headers, **kwargs)
+    return post(srv, body, headers=headers, **kwargs)
 
 
 def _counter(metrics: str, name: str) -> float:
@@ -245,18 +245,12 @@ def test_nan_in_a_batch_fails_only_its_own_request():
     srv = _start(POISON_PROMPT, "--max-batch", "2")
     try:
         bodies = [{"prompt": "poison", **FAST, "seed": 1}, {"prompt": "healthy", **FAST, "seed": 2}]
-        results: list = [None, None]
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
-            i, srv.client.post("/v1/audio/generate", json=bodies[i]))) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = post_together(srv, bodies)
         assert results[0].status_code == 502 and results[0].json()["error"]["code"] == "invalid_output"
         assert results[1].status_code == 200
         metrics = srv.client.get("/metrics").text
         assert _counter(metrics, "tango_batch_size_count") > _counter(metrics, 'tango_batch_size_bucket{le="1.0"}')
-        alone = srv.client.post("/v1/audio/generate", json=bodies[1])
+        alone = post(srv, bodies[1])
         clip = _clip(results[1])
         assert np.abs(clip - _clip(alone)).max() <= INT16_LSB
     finally:
