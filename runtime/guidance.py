@@ -11,14 +11,18 @@ the paper writes it. Off by default (every step guided, the original's behaviour
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import InputError
 from .schedulers import Scheduler
+from .schedulers.config import MAX_SIGMA
 
-MAX_SIGMA = 1e4  # far above any training schedule's largest sigma (14.6 for Tango): bounds what a user may pass
+
+def is_guided(guidance: float) -> bool:
+    """Whether a run uses classifier-free guidance: a scale above 1 (at 1 the guided output is the conditional
+    one, so the original skips the unconditional rows; below 1 it does too)."""
+    return guidance > 1.0
 
 
 @dataclass(frozen=True)
@@ -29,15 +33,13 @@ class GuidanceInterval:
     high: float
 
     @classmethod
-    def of(cls, value: Sequence[float] | GuidanceInterval | None) -> GuidanceInterval | None:
-        """None (guidance at every step), or (low, high) checked: finite, 0 <= low < high <= 1e4."""
+    def of(cls, value: tuple[float, float] | GuidanceInterval | None) -> GuidanceInterval | None:
+        """None (guidance at every step), or a (low, high) pair of numbers in [0, MAX_SIGMA] (their type and
+        range are the request's check, runtime/request.py) whose low lies below its high."""
         if value is None or isinstance(value, GuidanceInterval):
             return value
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-            raise InputError(f"guidance_interval must be (low, high): two finite noise levels (sigma), got {value!r}")
         low, high = float(value[0]), float(value[1])
-        if not 0 <= low < high <= MAX_SIGMA:
+        if not low < high:
             raise InputError(f"guidance_interval ({low:g}, {high:g}) must have 0 <= low < high <= {MAX_SIGMA:g} "
                              "(sigma; Tango's schedule runs from 14.6 down to 0.029)")
         return cls(low, high)
@@ -79,16 +81,14 @@ class UNetPlan:
     cache_schedule: str = "uniform"
 
     @classmethod
-    def of(cls, guidance_interval: Sequence[float] | GuidanceInterval | None = None, cache_interval: int = 1,
+    def of(cls, guidance_interval: Sequence[float] | None = None, cache_interval: int = 1,
            cache_schedule: str = "uniform") -> UNetPlan:
-        """Checked: cache_interval an integer in [1, 50] (1: every step full), a known cache schedule."""
-        if isinstance(cache_interval, bool) or not isinstance(cache_interval, int) or \
-                not 1 <= cache_interval <= MAX_CACHE_INTERVAL:
-            raise InputError(f"cache_interval must be an integer from 1 (every step runs the full UNet) to "
-                             f"{MAX_CACHE_INTERVAL}, got {cache_interval!r}")
-        if cache_schedule not in CACHE_SCHEDULES:
-            raise InputError(f"cache_schedule must be one of {list(CACHE_SCHEDULES)}, got {cache_schedule!r}")
-        return cls(GuidanceInterval.of(guidance_interval), cache_interval, cache_schedule)
+        """A plan checked as a request's options are (runtime/request.py): for studies and tests that build one
+        without a request."""
+        from .request import GenerationRequest
+
+        return GenerationRequest.build([""], guidance_interval=guidance_interval, cache_interval=cache_interval,
+                                       cache_schedule=cache_schedule).plan
 
     def calls(self, scheduler: Scheduler, indices: range, guided: bool) -> list[tuple[str, bool]]:
         """Per step of a run, its UNet call: ("full" | "shallow", guided?). What the loop runs and what FLOP counts

@@ -9,7 +9,7 @@ noise = uncond + g * (cond - uncond) with the UNet run once on the doubled batch
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -19,13 +19,14 @@ from tqdm.auto import tqdm
 from .backends.base import Component
 from .checks import assert_finite
 from .config import PipelineConfig
-from .errors import BackendError, InputError, Interrupted
+from .editing.masked import Edit
+from .errors import BackendError, InputError
 from .feature_cache import FeatureCache
-from .guidance import UNetPlan
+from .guidance import UNetPlan, is_guided
 from .mel import MelFrontEnd
 from .noise import NoiseSource
+from .rows import RowSet
 from .schedulers import Scheduler
-from .schedulers.base import first_step
 from .specs import NOISE_PRED, TEXT_ENCODER, UNET, UNET_SHALLOW, VAE_DECODER, VAE_ENCODER, VOCODER, DimRange
 from .tokenizer import PromptTokenizer
 
@@ -53,72 +54,20 @@ class TextConditioning:
         return np.ascontiguousarray(self.embeddings[half:]), np.ascontiguousarray(self.mask[half:])
 
 
-@dataclass
-class Edit:
-    """The one masked loop's two optional inputs; audio in, variations, inpainting, extension, long-form and loops
-    are each one of them or both.
+@dataclass(frozen=True)
+class Sampling:
+    """How every denoising run of one request samples: its sampler (reset by each run), steps, guidance scale and
+    UNet plan, and whether runs show a progress bar. Windows and a loop's two passes reuse it."""
 
-    source: clean latents (rows, C, frames, bins) in the UNet's space (scale_factor x the VAE posterior mean).
-    strength: in (0, 1]. Below 1, sampling starts at diffusers' image-to-image step (`first_step`) from the source
-        noised there with the sampler's `add_noise`; at 1 it starts from pure noise.
-    known: bool (rows or 1, frames), True where the latent frames are the source's: after every step those frames
-        are replaced by the source noised to the next step's level (latent-diffusion / AudioLDM inpainting), and
-        at the end they are the source itself.
-    Random draws per row, in order: the initial tensor, then per step the sampler's noise (if it takes one) and,
-    with `known`, one more for re-noising (none after the last step). Recorded `noise=` cannot replay an edit."""
+    scheduler: Scheduler
+    steps: int
+    guidance: float
+    plan: UNetPlan = field(default_factory=UNetPlan)
+    progress: bool = False
 
-    source: np.ndarray
-    strength: float = 1.0
-    known: np.ndarray | None = None
-
-    def check(self, shape: tuple[int, ...], noise: NoiseSource) -> None:
-        if self.source.shape != shape:
-            raise InputError(f"edit source latents have shape {self.source.shape}, the run needs {shape}")
-        if self.known is not None and (self.known.dtype != bool or self.known.ndim != 2
-                                       or self.known.shape[0] not in (1, shape[0]) or self.known.shape[1] != shape[2]):
-            raise InputError(f"known frames must be a bool array (1 or {shape[0]}, {shape[2]}), got "
-                             f"{self.known.dtype} {self.known.shape}")
-        if noise.noise is not None:
-            raise InputError("recorded noise= cannot replay an edit (it draws re-noising tensors): pass a seed")
-        first_step(1, self.strength)  # strength in (0, 1]
-
-    def frames_mask(self) -> np.ndarray:
-        """`known` broadcast over (rows, C, frames, bins)."""
-        return self.known[:, None, :, None]
-
-    def keep_known(self, latents: np.ndarray, scheduler: Scheduler, index: int, noise: NoiseSource,
-                   shape: tuple[int, ...]) -> np.ndarray:
-        """Known frames set to the source at the level step `index` starts from (the source itself at the end)."""
-        last = index >= len(scheduler.timesteps)
-        target = self.source if last else scheduler.add_noise(self.source, noise.step(0, shape), index)
-        return np.where(self.frames_mask(), target, latents)
-
-    def select(self, keep: np.ndarray) -> Edit:
-        known = self.known if self.known is None or len(self.known) == 1 else self.known[keep]
-        return Edit(self.source[keep], self.strength, known)
-
-
-class LiveRows:
-    """Which rows of a call are still wanted, asked at every step boundary of the loop.
-
-    `wanted()` gives one bool per row of the call, in its row order (the server: False once a request's client
-    has gone or its deadline has passed). A row that turns False is dropped from the batch before the next UNet
-    call, so a withdrawn request stops costing UNet time while its batch mates go on; when no row is left the
-    call raises Interrupted. `kept` holds the call's indices of the rows still running."""
-
-    def __init__(self, wanted: Callable[[], Sequence[bool]], rows: int):
-        self.wanted = wanted
-        self.kept = np.arange(rows)
-
-    def drop(self) -> np.ndarray | None:
-        """Positions in the current batch to keep, or None when every running row is still wanted."""
-        alive = np.asarray(self.wanted(), dtype=bool)[self.kept]
-        if alive.all():
-            return None
-        if not alive.any():
-            raise Interrupted(f"all {len(self.kept)} remaining rows were withdrawn")
-        self.kept = self.kept[alive]
-        return np.flatnonzero(alive)
+    @property
+    def guided(self) -> bool:
+        return is_guided(self.guidance)
 
 
 class TangoPipeline:
@@ -202,44 +151,48 @@ class TangoPipeline:
         noise: NoiseSource,
         progress: bool = False,
         latent_frames: int | None = None,
-        live: LiveRows | None = None,
+        rows: RowSet | None = None,
         edit: Edit | None = None,
         plan: UNetPlan | None = None,
     ) -> np.ndarray:
-        """Run the guided sampling loop and return the final latents (N, C, frames, bins); with `live`, only of
-        the rows still wanted (`live.kept`). With `edit`, the one masked loop: it may start part-way from the
-        edit's source and keeps its known frames (see Edit). With `plan`, steps outside its guidance interval run
-        the UNet on the conditional rows alone."""
-        rows = len(text.embeddings) // (2 if text.guided else 1)
-        shape = self.config.latent_shape(rows, latent_frames)
+        """Run the guided sampling loop and return the final latents (N, C, frames, bins); with `rows`, only of
+        the rows still wanted (`rows.kept`: the others leave between steps). With `edit`, the one masked loop: it
+        may start part-way from the edit's source and keeps its known frames (runtime/editing/masked.py). With
+        `plan`, steps outside its guidance interval run the UNet on the conditional rows alone, and cached steps
+        its shallow branch."""
+        shape = self.config.latent_shape(len(text.embeddings) // (2 if text.guided else 1), latent_frames)
         scheduler.set_timesteps(steps)
         noise.check(shape, scheduler.noise_count(), scheduler.name)
         if edit is not None:
             edit.check(shape, noise)
-        start, latents = self._start(scheduler, noise.initial(shape), steps, edit)
-        scale, drawn, plan = np.float32(guidance), 0, plan or UNetPlan()
+        initial = noise.initial(shape)
+        start, latents = (0, initial * np.float32(scheduler.init_noise_sigma)) if edit is None else \
+            edit.start(scheduler, initial, steps)
         indices = range(start, len(scheduler.timesteps))
-        calls = plan.calls(scheduler, indices, text.guided)
+        calls = (plan or UNetPlan()).calls(scheduler, indices, text.guided)
         cache = FeatureCache() if any(kind == "shallow" for kind, _ in calls) else None
+        state = RunState(latents, text, noise, edit, scheduler, cache)
+        scale, drawn = np.float32(guidance), 0
         for step, index in enumerate(tqdm(indices, disable=not progress, desc="denoising", leave=False)):
-            if live is not None and (keep := live.drop()) is not None:
-                latents, text, noise = latents[keep], text.select(keep), noise.select(keep)
-                edit = edit.select(keep) if edit is not None else None
-                scheduler.select_rows(keep)
-                if cache is not None:
-                    cache.select(keep)
-                shape = (len(keep), *shape[1:])
-            model_input = scheduler.scale_model_input(latents, index)
+            if rows is not None and (keep := rows.withdraw()) is not None:
+                state.select(keep)
+            model_input = scheduler.scale_model_input(state.latents, index)
             kind, guided = calls[step]
-            output = self._model_output(text, model_input, scheduler.timesteps[index], guided, scale, cache,
-                                        kind == "shallow")
+            output = self._model_output(state.text, model_input, scheduler.timesteps[index], guided, scale,
+                                        state.cache, kind == "shallow")
             step_noise = None
             if scheduler.needs_noise(index):
-                step_noise, drawn = noise.step(drawn, shape), drawn + 1
-            latents = scheduler.step(output, index, latents, step_noise)
-            if edit is not None and edit.known is not None:
-                latents = edit.keep_known(latents, scheduler, index + 1, noise, shape)
-        return assert_finite(latents, "denoising loop (final latents)")
+                step_noise, drawn = state.noise.step(drawn, state.latents.shape), drawn + 1
+            state.latents = scheduler.step(output, index, state.latents, step_noise)
+            if state.edit is not None:
+                state.latents = state.edit.keep_known(state.latents, scheduler, index + 1, state.noise)
+        return assert_finite(state.latents, "denoising loop (final latents)")
+
+    def sample(self, text: TextConditioning, sampling: Sampling, noise: NoiseSource, latent_frames: int | None = None,
+               rows: RowSet | None = None, edit: Edit | None = None) -> np.ndarray:
+        """`denoise` with a request's sampling."""
+        return self.denoise(text, sampling.scheduler, sampling.steps, sampling.guidance, noise, sampling.progress,
+                            latent_frames, rows, edit, sampling.plan)
 
     def _model_output(self, text: TextConditioning, model_input: np.ndarray, timestep: float, guided: bool,
                       scale: np.float32, cache: FeatureCache | None = None, shallow: bool = False) -> np.ndarray:
@@ -261,20 +214,6 @@ class TangoPipeline:
         uncond, cond = np.split(output, 2)
         return uncond + scale * (cond - uncond)
 
-    @staticmethod
-    def _start(scheduler: Scheduler, initial: np.ndarray, steps: int, edit: Edit | None) -> tuple[int, np.ndarray]:
-        """(first step, latents there): pure noise at step 0, or for an edit of strength < 1 the source noised
-        to the level of diffusers' image-to-image start step; known frames start as the noised source."""
-        if edit is None:
-            return 0, initial * np.float32(scheduler.init_noise_sigma)
-        if edit.strength < 1:
-            start = first_step(steps, edit.strength)
-            return start, scheduler.add_noise(edit.source, initial, start)
-        latents = initial * np.float32(scheduler.init_noise_sigma)
-        if edit.known is not None:
-            latents = np.where(edit.frames_mask(), scheduler.add_noise(edit.source, initial, 0), latents)
-        return 0, latents
-
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Latents -> mel (N, 1, frames, bins) -> float waveform (N, samples)."""
         mel = self.components[VAE_DECODER](latents=latents)
@@ -290,12 +229,33 @@ class TangoPipeline:
         noise: NoiseSource,
         progress: bool = False,
         latent_frames: int | None = None,
-        live: LiveRows | None = None,
+        rows: RowSet | None = None,
         edit: Edit | None = None,
         plan: UNetPlan | None = None,
     ) -> np.ndarray:
-        """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ...; with `live`,
-        of the rows in `live.kept` only; with `edit`, through the masked loop; with `plan`, its UNet work."""
-        text = self.encode_text(prompts, samples, guided=guidance > 1.0)
-        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames, live, edit, plan)
+        """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ...; with `rows`,
+        of the rows in `rows.kept` only; with `edit`, through the masked loop; with `plan`, its UNet work."""
+        text = self.encode_text(prompts, samples, guided=is_guided(guidance))
+        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames, rows, edit, plan)
         return self.decode(latents)
+
+
+@dataclass
+class RunState:
+    """Every per-row state of one denoising run, so that rows withdrawn between two steps leave all of it at once
+    (runtime/rows.py): the latents, the text conditioning (both CFG halves), the noise streams, the edit's source
+    and known frames, a multistep sampler's history and the cached deep feature."""
+
+    latents: np.ndarray
+    text: TextConditioning
+    noise: NoiseSource
+    edit: Edit | None
+    scheduler: Scheduler
+    cache: FeatureCache | None
+
+    def select(self, keep: np.ndarray) -> None:
+        self.latents, self.text, self.noise = self.latents[keep], self.text.select(keep), self.noise.select(keep)
+        self.edit = self.edit.select(keep) if self.edit is not None else None
+        self.scheduler.select_rows(keep)
+        if self.cache is not None:
+            self.cache.select(keep)

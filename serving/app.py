@@ -19,122 +19,49 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.background import BackgroundTask
 
 from ..runtime.audio import AUDIO_FORMATS, encode, wav_header
 from ..runtime.errors import InputError, NumericsError, TangoError
-from ..runtime.guidance import CACHE_SCHEDULES, MAX_CACHE_INTERVAL, MAX_SIGMA
-from ..runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
-from .batching import Cancelled, Expired, Job, QueueFull, WorkerDead
+from .batching import QueueFull, WorkerDead
 from .guard import Gate
-from .service import AudioTooLarge, PromptTooLong, Service
+from .jobs import Cancelled, Expired, Job
+from .openapi import document
+from .schema import Body, PromptTooLong, parse
+from .service import AudioTooLarge, Service
+from .settings import Settings
 
 log = logging.getLogger("tango_rt.serving")
 POLL_S = 0.1  # how often a waiting request checks for its client's disconnect and its deadline
 MULTIPART_FIELDS = 32  # form fields a multipart request may have (the request has 17)
 
 
-Seconds = Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
-Sigma = Annotated[float, Field(ge=0, le=MAX_SIGMA, allow_inf_nan=False)]
-MAX_SPANS = 16
-
-
-class GenerateRequest(BaseModel):
-    """Defaults as Tango.generate: 100 DDPM steps, guidance 3, one 10.24 s clip, a fresh seed. With `audio` (a
-    file, base64 in JSON or the `audio` part of a multipart upload): a variation (`strength`), spans regenerated
-    (`inpaint`) or a continuation (`extend`); `loop` makes a seamless loop; `stream` sends a long clip as its
-    windows finish (chunked WAV or PCM)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(description="what the clip should sound like")
-    steps: int = Field(100, ge=1, le=1000)
-    guidance: float = Field(3.0, ge=0, le=100, allow_inf_nan=False)
-    seed: int | None = Field(None, ge=0, lt=2**63, description="fixed seed; omitted: one is drawn and returned")
-    scheduler: Literal[SCHEDULER_NAMES] = DEFAULT_SCHEDULER  # type: ignore[valid-type]
-    scheduler_options: dict[str, Any] | None = Field(None, description="diffusers scheduler options")
-    samples: int = Field(1, ge=1, le=16, description="clips; more than one needs Accept: application/json")
-    response_format: Literal["wav", "flac", "pcm"] = "wav"
-    duration: float | None = Field(None, gt=0, le=3600, allow_inf_nan=False, description="seconds (default 10.24)")
-    audio: str | None = Field(None, description="input audio file, base64 (or the multipart part `audio`)")
-    strength: float | None = Field(None, gt=0, le=1, allow_inf_nan=False,
-                                   description="with audio: share of the schedule re-run (default 0.5)")
-    inpaint: list[tuple[Seconds, Seconds]] | None = Field(None, min_length=1, max_length=MAX_SPANS,
-                                                           description="with audio: [start, end] seconds to regenerate")
-    extend: float | None = Field(None, gt=0, le=3600, allow_inf_nan=False,
-                                 description="with audio: seconds to add after it")
-    loop: bool = Field(False, description="a seamless loop of `duration` seconds")
-    stream: bool = Field(False, description="send a long clip (or an extension) window by window: wav or pcm")
-    guidance_interval: tuple[Sigma, Sigma] | None = Field(
-        None, description="guide only steps whose noise level sigma is in (low, high]; default every step")
-    cache_interval: int = Field(1, ge=1, le=MAX_CACHE_INTERVAL,
-                                description="the full UNet every N-th step, its shallow branch between")
-    cache_schedule: Literal[CACHE_SCHEDULES] = "uniform"  # type: ignore[valid-type]
-
-
-REQUEST_BODY = {  # both media types the generate route reads, for the OpenAPI document
-    "required": True,
-    "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "audio": {"type": "string", "format": "binary"},
-            "request": {"type": "string", "description": "the other fields, as the JSON body would hold them"}}}},
-    },
-}
-
-
-RESPONSES = {200: {"content": {m: {} for _, m in AUDIO_FORMATS.values()}}}
-
-
-def document_request_body(app: FastAPI) -> None:
-    """The generate route reads its body itself (JSON or multipart): put GenerateRequest in the OpenAPI document's
-    components, where REQUEST_BODY refers to it."""
-    from fastapi.openapi.utils import get_openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
-            model = GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(model.pop("$defs", {}))
-            components["GenerateRequest"] = model
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi
-
-
 class UnsupportedMedia(InputError):
     """A body in a media type the route does not read: 415."""
 
 
-async def read_request(request: Request, max_audio_bytes: int) -> tuple[GenerateRequest, bytes | None]:
-    """The request and its audio file's bytes: a JSON body (audio as base64), or a multipart upload whose `audio`
-    part is the file and whose `request` part (or its separate form fields) hold the rest. Pydantic validation
-    errors are raised as FastAPI's, so they answer 422 in the one error format."""
+async def read_request(request: Request, settings: Settings) -> tuple[Body, bytes | None]:
+    """The checked body and its audio file's bytes: a JSON body (audio as base64), or a multipart upload whose
+    `audio` part is the file and whose `request` part (or its separate form fields) hold the rest."""
     kind = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
     if kind == "multipart/form-data":
-        fields, audio = await _read_form(request, max_audio_bytes)
+        fields, audio = await _read_form(request, settings.max_audio_bytes)
     elif kind in ("application/json", ""):
         try:
             fields = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestValidationError([{"loc": ("body",), "msg": f"not JSON: {exc}", "type": "json"}]) from None
+            raise InputError(f"the body is not JSON: {exc}") from None
         audio = None
     else:
         raise UnsupportedMedia(f"the body must be application/json or multipart/form-data, not {kind!r}")
-    try:
-        body = GenerateRequest.model_validate(fields)
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    if not isinstance(fields, dict):
+        raise InputError(f"the body must be a JSON object of request fields, got {type(fields).__name__}")
+    body = parse(fields, settings)
     if body.audio is not None:
         if audio is not None:
             raise InputError("audio: give the file once (a multipart part or base64 in JSON)")
@@ -167,26 +94,12 @@ async def _read_form(request: Request, max_audio_bytes: int) -> tuple[dict, byte
                 fields[name] = json.loads(value)
             except json.JSONDecodeError:
                 fields[name] = value
-    if not isinstance(fields, dict):
-        raise InputError("multipart: the request fields must form an object")
     return fields, audio
 
 
 def error(status: int, code: str, message: str, request_id: str = "", headers: dict | None = None) -> JSONResponse:
     headers = {**(headers or {}), **({"X-Request-Id": request_id} if request_id else {})}
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def install_error_handler(app: FastAPI, metrics_of) -> None:
-    """Validation errors as {"error": ...} with status 422, counted in the metrics of `metrics_of(request)`."""
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
-        metrics = metrics_of(request)
-        if metrics is not None:
-            metrics.requests.labels("422").inc()
-        return error(422, "invalid_request", problems)
 
 
 async def handle_generate(service: Service, request: Request) -> Response:
@@ -244,12 +157,11 @@ def create_app(service: Service) -> FastAPI:
     from tango_rt import __version__
 
     app = FastAPI(title="tango-rt", version=__version__, description="Text-to-audio with Tango models")
-    document_request_body(app)
+    document(app, lambda: service.settings)
     app.state.service = service
-    install_error_handler(app, lambda request: service.metrics)
     app.add_middleware(Gate, limits=lambda: (service.settings.api_key, service.settings.body_cap))
 
-    @app.post("/v1/audio/generate", responses=RESPONSES, openapi_extra={"requestBody": REQUEST_BODY})
+    @app.post("/v1/audio/generate")
     async def generate(request: Request) -> Response:
         return await handle_generate(service, request)
 
@@ -287,28 +199,27 @@ async def _generate(service: Service, request: Request, request_id: str) -> Resp
         state = "draining" if service.draining else "loading"
         return error(503, state, f"the server is {state}", headers={"Retry-After": "5"})
     try:
-        body, audio_bytes = await read_request(request, service.settings.max_audio_bytes)
+        body, audio_bytes = await read_request(request, service.settings)
     except UnsupportedMedia as exc:
         return error(415, "unsupported_media_type", str(exc))
+    except PromptTooLong as exc:
+        return error(413, "prompt_too_long", str(exc))
     except InputError as exc:
         return error(422, "invalid_request", str(exc))
     wants_json = "application/json" in request.headers.get("accept", "")
-    if body.samples > 1 and not wants_json:
+    if body.options.get("samples", 1) != 1 and not wants_json:
         return error(422, "invalid_request", "samples > 1 returns several clips: send Accept: application/json")
     if body.stream and (wants_json or body.response_format == "flac"):
         return error(422, "invalid_request", "stream=true sends wav or pcm audio as it is made: no JSON, no flac")
     segments: asyncio.Queue = asyncio.Queue()
     try:
         audio = await asyncio.to_thread(service.load_audio, audio_bytes) if audio_bytes is not None else None
-        job = service.job(body.prompt, body.steps, body.guidance, body.scheduler, body.samples, body.seed,
-                          body.duration, body.scheduler_options, request_id, audio=audio, strength=body.strength,
-                          inpaint=body.inpaint, extend=body.extend, loop=body.loop, stream=body.stream,
-                          plan=(body.guidance_interval, body.cache_interval, body.cache_schedule))
+        job = service.job(body, request_id, audio)
         if body.stream:
             job.sink = _sink(segments)
         waiting = service.submit(job)
-    except (PromptTooLong, AudioTooLarge) as exc:
-        return error(413, "prompt_too_long" if isinstance(exc, PromptTooLong) else "audio_too_large", str(exc))
+    except AudioTooLarge as exc:
+        return error(413, "audio_too_large", str(exc))
     except InputError as exc:
         return error(422, "invalid_request", str(exc))
     except QueueFull as exc:
@@ -324,7 +235,7 @@ async def _generate(service: Service, request: Request, request_id: str) -> Resp
         item = first.result()
         if isinstance(item, BaseException) or item is None:
             return _failed(service, item if item is not None else RuntimeError("the stream ended empty"), request_id)
-        return _stream(service, body, job, item, segments, audio)
+        return _stream(service, body, job, item, segments)
     if waiting.cancelled():  # the job's future was cancelled under it: nothing will answer
         return error(503, "cancelled", "the request was cancelled inside the server; retry")
     try:
@@ -383,7 +294,8 @@ def _failed(service: Service, exc: BaseException, request_id: str) -> Response:
     if isinstance(exc, TangoError):
         return error(503, "backend_error", str(exc))
     log.error("request %s failed", request_id, exc_info=exc)
-    return error(500, "internal_error", f"internal error; request id {request_id} is in the server log")
+    return error(500, "generation_failed", f"generation failed: {type(exc).__name__}: {str(exc)[:200]} (request id "
+                 f"{request_id}; its traceback is in the server log)")
 
 
 def _sink(segments: asyncio.Queue):
@@ -392,13 +304,11 @@ def _sink(segments: asyncio.Queue):
     return lambda item: loop.call_soon_threadsafe(segments.put_nowait, item)
 
 
-def _stream(service: Service, body: GenerateRequest, job: Job, first, segments: asyncio.Queue, audio) -> Response:
+def _stream(service: Service, body: Body, job: Job, first, segments: asyncio.Queue) -> Response:
     """The clip as it is made: a WAV header with the exact final length (known up front), then 16-bit PCM chunks
     per window; or raw PCM. A failure part-way ends the response without its last chunk, so the client sees an
     incomplete transfer, never a shorter file that looks whole."""
     config = service.tango.pipeline.config
-    total = (audio.samples + config.audio_samples(body.extend) if audio is not None
-             else config.audio_samples(body.duration or config.duration()))
 
     done = threading.Event()
 
@@ -412,7 +322,7 @@ def _stream(service: Service, body: GenerateRequest, job: Job, first, segments: 
     async def chunks() -> AsyncIterator[bytes]:
         try:
             if body.response_format == "wav":
-                yield wav_header(total, config.sample_rate)
+                yield wav_header(job.length, config.sample_rate)
             item = first
             while item is not None:
                 if isinstance(item, BaseException):
@@ -429,7 +339,7 @@ def _stream(service: Service, body: GenerateRequest, job: Job, first, segments: 
                              background=BackgroundTask(finished))
 
 
-def _answer(service: Service, body: GenerateRequest, seed: int, clips: list, timings: dict, wants_json: bool,
+def _answer(service: Service, body: Body, seed: int, clips: list, timings: dict, wants_json: bool,
             request_id: str) -> Response:
     rate = service.tango.sample_rate
     headers = {"X-Seed": str(seed), "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())}

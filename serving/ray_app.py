@@ -25,25 +25,15 @@ from fastapi.responses import Response
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from .app import (
-    REQUEST_BODY,
-    RESPONSES,
-    document_request_body,
-    handle_generate,
-    handle_live,
-    handle_metrics,
-    handle_models,
-    handle_ready,
-    install_error_handler,
-)
-from .batching import Job, run_jobs
+from .app import handle_generate, handle_live, handle_metrics, handle_models, handle_ready
 from .guard import Gate
+from .jobs import Job, run_jobs
+from .openapi import document
 from .service import Service, Settings
 
 REPLICA: dict[str, Settings] = {}  # this replica's settings (one deployment replica per Ray worker process)
 api = FastAPI(title="tango-rt (Ray Serve)", description="Text-to-audio with Tango models")
-document_request_body(api)
-install_error_handler(api, lambda request: None)
+document(api, lambda: REPLICA.get("settings") or Settings(""))
 api.add_middleware(Gate, limits=lambda: _gate_limits(REPLICA.get("settings")))
 
 
@@ -65,7 +55,11 @@ class RayService(Service):
         return asyncio.ensure_future(self._submit(job))
 
     async def _submit(self, job: Job) -> list:
-        result = await self.batch(job)
+        try:
+            result = await self.batch(job)
+        except BaseException as exc:  # Ray's batching failed or was cancelled: the job ends here too
+            job.finish(exc if isinstance(exc, Exception) else RuntimeError(f"the batch was cancelled: {exc!r}"))
+            raise
         if isinstance(result, _Raise):
             raise result.exc
         return result
@@ -98,14 +92,15 @@ class TangoDeployment:
             for job in group:
                 job.started = started
             try:
-                outcome = await asyncio.to_thread(run_jobs, self.service.tango, group)
+                outcome = await asyncio.to_thread(run_jobs, self.service.tango.runner, group)
             except Exception as exc:  # every job of the group gets the error, the replica goes on
                 outcome = [exc] * len(group)
-            for i, result in zip(indices, outcome, strict=True):
+            for i, job, result in zip(indices, group, outcome, strict=True):
+                job.finish(result)  # a stream's sink hears how its job ended
                 results[i] = result
         return [r if not isinstance(r, BaseException) else _Raise(r) for r in results]
 
-    @api.post("/v1/audio/generate", responses=RESPONSES, openapi_extra={"requestBody": REQUEST_BODY})
+    @api.post("/v1/audio/generate")
     async def generate(self, request: Request) -> Response:
         response = await handle_generate(self.service, request)
         response.headers["X-Replica-Pid"] = str(os.getpid())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import threading
@@ -11,14 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..runtime.audio_input import InputAudio
-from ..runtime.editing import MIN_EXTEND_INPUT_S, EditOptions, loop_layout
 from ..runtime.errors import InputError
-from ..runtime.guidance import UNetPlan
 from ..runtime.instrument import Recorder, instrument
 from ..runtime.precision import FP32
-from ..runtime.schedulers import DEFAULT_SCHEDULER
-from .batching import Batcher, BatchKey, Cancelled, Expired, Job, run_jobs
+from ..runtime.request import GenerationRequest
+from .batching import Batcher
+from .jobs import Cancelled, Expired, Job, run_jobs
 from .metrics import Metrics
+from .schema import Body, check_caps
 from .settings import Settings
 
 log = logging.getLogger("tango_rt.serving")
@@ -67,7 +68,7 @@ class Service:
     def make_batcher(self, max_rows: int) -> Batcher | None:
         """The bounded queue and worker thread (the Ray front door batches with @serve.batch instead)."""
         s = self.settings
-        return Batcher(lambda jobs: run_jobs(self.tango, jobs), max_rows, s.max_wait_ms / 1000, s.max_queue,
+        return Batcher(lambda jobs: run_jobs(self.tango.runner, jobs), max_rows, s.max_wait_ms / 1000, s.max_queue,
                        on_batch=self.observe_batch, on_death=self.worker_died)
 
     def worker_died(self, exc: BaseException) -> None:
@@ -115,71 +116,19 @@ class Service:
             raise AudioTooLarge(f"audio has {len(data)} bytes; this server takes at most {s.max_audio_bytes}")
         return self.tango.editor.load(data, None, s.max_audio_s, what="audio")
 
-    def job(self, prompt: str, steps: int, guidance: float, scheduler: str | None, samples: int, seed: int | None,
-            duration: float | None, scheduler_options: dict | None, request_id: str, *,
-            audio: InputAudio | None = None, strength: float | None = None, inpaint: list | None = None,
-            extend: float | None = None, loop: bool = False, stream: bool = False, plan: tuple = ()) -> Job:
-        """A validated job for one request (InputError names the bad field), refused before any model work."""
-        if len(prompt) > self.settings.max_prompt_chars:
-            raise PromptTooLong(f"prompt has {len(prompt)} characters; this server takes at most "
-                                f"{self.settings.max_prompt_chars}")
-        if not prompt.strip():
-            raise InputError("prompt is empty")
-        edits = EditOptions.check(audio is not None, strength, inpaint, extend, loop,
-                                  audio.seconds if audio else None, duration)
-        self.check_limits(steps, samples, duration, edits)
-        scheduler = scheduler or DEFAULT_SCHEDULER
-        options = dict(scheduler_options or {})
-        sampler = self.tango.scheduler(scheduler, **options)
-        sampler.set_timesteps(steps)  # bad sampler / steps / options: 422 now
-        unet_plan = UNetPlan.of(*plan)
-        unet_plan.calls(sampler, range(steps), guidance > 1)  # a guidance interval holding no step: 422 now
-        windowed = self._check_shape(duration, audio, edits, stream, samples)
-        key = BatchKey.of(steps, guidance, scheduler, duration, options, edits, audio.samples if audio else None,
-                          windowed, unet_plan)
-        seed = secrets.randbits(63) if seed is None else seed
-        return Job(prompt, samples, seed, key, time.monotonic() + self.settings.timeout_s, request_id, audio)
-
-    def _check_shape(self, duration: float | None, audio: InputAudio | None, edits: EditOptions, stream: bool,
-                     samples: int) -> bool:
-        """What the request's clip length asks of the model, refused now where it cannot be made; returns whether
-        it runs window by window (a stream, an extension)."""
-        editor = self.tango.editor
-        if stream and samples != 1:
+    def job(self, body: Body, request_id: str, audio: InputAudio | None = None) -> Job:
+        """A validated job for one request (InputError names the bad field), refused before any model work: the
+        options' kinds and bounds, the server's caps, and what the model cannot make (a clip length outside an
+        export's range, a span outside the input, a guidance interval holding no step)."""
+        if body.stream and body.options.get("samples", 1) != 1:
             raise InputError("stream=true sends one clip: samples must be 1")
-        if stream and (edits.loop or (edits.audio and edits.extend is None)):
-            raise InputError("stream=true streams long-form clips and extensions (extend with audio); loops, "
-                             "variations and inpainting come whole")
-        if edits.extend is not None:
-            if audio.seconds < MIN_EXTEND_INPUT_S:
-                raise InputError(f"audio: {audio.seconds:.3f} s is too short to extend (at least "
-                                 f"{MIN_EXTEND_INPUT_S} s)")
-            return True
-        if audio is not None:
-            self.tango.pipeline.check_latent_frames(self.tango.pipeline.config.latent_frames_covering(audio.samples))
-        elif edits.loop:
-            loop_layout(duration or self.tango.pipeline.config.duration(), self.tango.pipeline.config,
-                        editor.max_frames())
-        elif not stream and (duration is None or duration <= editor.max_seconds()):
-            self.tango.latent_frames(duration)  # a duration outside the exported range: 422 now
-        return stream
-
-    def check_limits(self, steps: int, samples: int, duration: float | None, edits: EditOptions | None = None) -> None:
-        """This server's caps (Settings), each an InputError (422) naming the field and the cap. The audio made per
-        request is bounded by max_duration_s: a clip's duration, or the seconds an extension adds."""
-        s = self.settings
-        if steps > s.max_steps:
-            raise InputError(f"steps={steps} is more than this server runs per request (max_steps {s.max_steps})")
-        if samples > s.max_samples:
-            raise InputError(f"samples={samples} is more than this server makes per request "
-                             f"(max_samples {s.max_samples})")
-        if edits is not None and edits.extend is not None:
-            seconds, what = edits.extend, "extend"
-        else:
-            seconds, what = (self.tango.pipeline.config.duration() if duration is None else duration), "duration"
-        if (edits is None or not edits.audio or edits.extend is not None) and seconds > s.max_duration_s:
-            raise InputError(f"{what} {seconds:.2f} s is longer than this server makes per request "
-                             f"(max_duration_s {s.max_duration_s:g})")
+        request = GenerationRequest.build([body.prompt], **body.options, audio=audio)
+        check_caps(request, self.settings, self.tango.pipeline.config.duration())
+        if request.seed is None:
+            request = dataclasses.replace(request, seed=secrets.randbits(63))
+        prepared = self.tango.runner.prepare(request, max_audio_s=self.settings.max_audio_s, stream=body.stream)
+        return Job(request, time.monotonic() + self.settings.timeout_s, request_id, stream=body.stream,
+                   length=prepared.samples)
 
     def describe(self) -> dict:
         """What is loaded: for GET /v1/models."""
@@ -193,10 +142,6 @@ class Service:
             info["shape_ranges"] = {k: v.to_list() for k, v in pipeline.ranges.items()}
             info["precision"] = s.options.get("precision") or _artifact_precision(s.model)
         return info
-
-
-class PromptTooLong(InputError):
-    """A prompt past the server's cap: 413."""
 
 
 class AudioTooLarge(InputError):

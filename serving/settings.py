@@ -46,6 +46,16 @@ class Settings:
         audio = self.max_audio_bytes if kind == "multipart/form-data" else -(-4 * self.max_audio_bytes // 3)
         return self.max_body_bytes + audio + MULTIPART_OVERHEAD
 
+    def cap(self, name: str) -> float:
+        """A per-request cap by the name an option declares (runtime/request.py: Option.cap): a setting, or one
+        derived from them (clips per request are also bounded by clips per batch; base64 of the largest audio
+        file)."""
+        if name == "max_samples":
+            return min(self.max_samples, self.max_batch)
+        if name == "max_audio_base64":
+            return -(-4 * self.max_audio_bytes // 3)
+        return getattr(self, name)
+
     def limits(self) -> dict[str, Any]:
         """The per-request caps, as /v1/models shows them."""
         return {"max_steps": self.max_steps, "max_duration_s": self.max_duration_s, "max_samples": self.max_samples,

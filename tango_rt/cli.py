@@ -19,7 +19,7 @@ from .runtime.config import DEFAULT_MAX_BATCH
 from .runtime.errors import InputError, TangoError, TangoWarning
 from .runtime.guidance import CACHE_SCHEDULES
 from .runtime.precision import EXPORT_PRECISIONS, FP32, RUNTIME_PRECISIONS
-from .runtime.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
+from .runtime.schedulers import SCHEDULER_NAMES
 from .runtime.schedulers.config import option_pairs
 from .runtime.specs import STATIC_TEXT_LEN
 from .serving.settings import Settings
@@ -67,47 +67,63 @@ def _pair(meaning: str, example: str) -> Callable[[str], tuple[float, float]]:
     return parse
 
 
-_span = _pair("START:END in seconds", "3.2:4.0")  # --inpaint
-_interval = _pair("LOW:HIGH noise levels (sigma)", "0.3:5")  # --guidance-interval
+FLAG_TYPES: dict[str, dict] = {  # how each option kind (runtime/options.py) reads from the command line
+    "int": {"type": int},
+    "number": {"type": float},
+    "bool": {"action": "store_true"},
+    "choice": {},
+    "pair": {"type": _pair("LOW:HIGH", "0.5:3")},
+    "spans": {"type": _pair("START:END in seconds", "3.2:4.0"), "action": "append"},
+    "mapping": {"action": "append"},
+}
+
+
+def add_request_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per request option (runtime/request.py: name, kind, meaning, default), none given by default, so
+    that a --preset fills what the command line leaves out."""
+    from .runtime.request import OPTIONS
+
+    for name, option in OPTIONS.items():
+        if name in skip:
+            continue
+        flag = option.flag or "--" + name.replace("_", "-")
+        extra = {"choices": list(option.choices)} if option.kind == "choice" else {}
+        if option.metavar:
+            extra["metavar"] = option.metavar
+        default = f" (default {option.default})" if option.default not in (None, False) else ""
+        parser.add_argument(flag, dest=name, default=None, help=option.help + default,
+                            **{**FLAG_TYPES[option.kind], **extra})
+
+
+def request_values(args: argparse.Namespace) -> dict:
+    """The request options given on the command line, in the request's terms."""
+    from .runtime.request import OPTIONS
+
+    values = {name: getattr(args, name) for name in OPTIONS if getattr(args, name, None) is not None}
+    if "scheduler_options" in values:
+        values["scheduler_options"] = option_pairs(values["scheduler_options"])
+    return values
 
 
 @command
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .runtime.audio import write_audio
+    from .runtime.audio import AudioStreamWriter, write_audio
+    from .runtime.request import GenerationRequest, check_value
     from .runtime.tango import Tango
 
-    paths = _output_paths(args.out, args.prompts, args.samples)
+    request = GenerationRequest.build(args.prompts, **request_values(args), audio=args.audio)
+    batch_size = check_value("--batch-size", args.batch_size, low=1)
+    paths = _output_paths(args.out, args.prompts, request.samples)
     tango = Tango(args.model, device=args.device, backend=args.backend, **_backend_options(args))
-    common = dict(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
-                  scheduler_options=option_pairs(args.scheduler_option), guidance_interval=args.guidance_interval,
-                  cache_interval=args.cache_interval, cache_schedule=args.cache_schedule)
-    long_form = args.duration is not None and args.duration > tango.editor.max_seconds()
-    if args.extend is not None or long_form:  # windows: written as they finish
-        return _write_stream(tango, args, paths, common)
-    waves = tango.generate_for_batch(
-        args.prompts, samples=args.samples, batch_size=args.batch_size, disable_progress=args.quiet,
-        duration=args.duration, seed=args.seed, audio=args.audio, strength=args.strength, inpaint=args.inpaint,
-        loop=args.loop, **common,
-    )
-    clips = [w for group in waves for w in group] if args.samples > 1 else waves
-    for path, wave in zip(paths, clips, strict=True):
-        print(write_audio(path, wave, tango.sample_rate))
-    return 0
-
-
-def _write_stream(tango, args: argparse.Namespace, paths: list[Path], common: dict) -> int:
-    """Long-form and extension: every clip's file grows window by window (a player can open it meanwhile)."""
-    from .runtime.audio import AudioStreamWriter
-    from .runtime.noise import row_generators
-
-    if args.strength is not None or args.inpaint or args.loop:
-        raise InputError("--extend and long --duration make windows: they take no --strength, --inpaint or --loop")
-    prompts = [p for p in args.prompts for _ in range(args.samples)]
-    streams = row_generators(args.seed, len(prompts))
-    writers = [AudioStreamWriter(path, tango.sample_rate) for path in paths]
+    prepared = tango.runner.prepare(request)
+    if not prepared.windowed:
+        for path, clip in zip(paths, tango.runner.clips(prepared, progress=not args.quiet, batch_size=batch_size),
+                              strict=True):
+            print(write_audio(path, clip, tango.sample_rate))
+        return 0
+    writers = [AudioStreamWriter(path, tango.sample_rate) for path in paths]  # windows: written as they finish
     try:
-        for segments in tango.stream_rows(prompts, streams, duration=args.duration, audio=args.audio,
-                                          extend=args.extend, progress=not args.quiet, **common):
+        for segments in tango.runner.segments(prepared, progress=not args.quiet):
             for row, segment in segments.items():
                 writers[row].write(segment)
     finally:
@@ -232,7 +248,7 @@ def _backend_options(args: argparse.Namespace) -> dict:
 
 def _add_unet_work_args(parser: argparse.ArgumentParser) -> None:
     """Less UNet work per clip (runtime/guidance.py, runtime/feature_cache.py): generate and bench."""
-    parser.add_argument("--guidance-interval", type=_interval, default=None, metavar="LOW:HIGH",
+    parser.add_argument("--guidance-interval", type=FLAG_TYPES["pair"]["type"], default=None, metavar="LOW:HIGH",
                         help="guide only steps whose noise level sigma is in (LOW, HIGH] (Tango's schedule runs "
                         "from 14.6 down to 0.029); the others run the conditional rows alone. Default: every step")
     parser.add_argument("--cache-interval", type=int, default=1, metavar="N",
@@ -264,29 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write one 16 kHz WAV per prompt and sample")
     gen.add_argument("prompts", nargs="+", help="text prompts")
     _add_runtime_args(gen)
-    gen.add_argument("--steps", type=int, default=100)
-    gen.add_argument("--guidance", type=float, default=3.0)
-    gen.add_argument("--samples", type=int, default=1, help="samples per prompt")
-    gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULER_NAMES,
-                     help="sampler (default ddpm, the original's; the fast preset is unipc with "
-                     "--scheduler-option use_karras_sigmas=true at 15 steps)")
-    gen.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
-                     help="diffusers scheduler option, e.g. use_karras_sigmas=true (repeatable)")
-    gen.add_argument("--duration", type=float, default=None,
-                     help="clip length in seconds (default 10.24); past one UNet pass (40.96 s for a checkpoint) "
-                     "made in 10.24 s windows and written as they finish")
-    gen.add_argument("--seed", type=int, default=None)
+    add_request_flags(gen)
+    gen.add_argument("--batch-size", type=int, default=8, help="prompts per denoising call")
     gen.add_argument("--audio", default=None, help="input audio file (any format soundfile reads; resampled to "
                      "16 kHz): a variation with --strength, spans regenerated with --inpaint, or --extend")
-    gen.add_argument("--strength", type=float, default=None,
-                     help="with --audio: share of the schedule re-run, in (0, 1] (default 0.5; 1 with --inpaint)")
-    gen.add_argument("--inpaint", type=_span, action="append", default=None, metavar="START:END",
-                     help="with --audio: seconds to regenerate, the rest kept exactly (repeatable)")
-    gen.add_argument("--extend", type=float, default=None, metavar="SECONDS",
-                     help="with --audio: continue it by this many seconds (written as windows finish)")
-    gen.add_argument("--loop", action="store_true", help="a seamless loop of --duration seconds")
-    _add_unet_work_args(gen)
     gen.add_argument("-o", "--out", default="tango_out",
                      help="output folder, or one file (.wav, .flac) when a single clip is generated")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -107,18 +107,22 @@ BAD_CALLS = [
     ({"prompts": []}, "prompts is empty"),
     ({"prompts": "a dog"}, "prompts must be a list of strings"),
     ({"prompts": ["ok", 3]}, "prompt 1 is a int"),
-    ({"steps": 0}, "steps must be an integer >= 1"),
-    ({"steps": 2.5}, "steps must be an integer >= 1"),
+    ({"steps": 0}, r"steps must be an integer in \[1, 1000\], got 0"),
+    ({"steps": 2.5}, r"steps must be an integer in \[1, 1000\], got 2.5"),
+    ({"steps": "5"}, r"steps must be an integer in \[1, 1000\], got '5'"),
+    ({"steps": True}, r"steps must be an integer in \[1, 1000\], got True"),
     ({"samples": 0}, "samples must be an integer >= 1"),
-    ({"guidance": -1}, "guidance must be a finite number >= 0"),
-    ({"guidance": float("nan")}, "guidance must be a finite number >= 0"),
+    ({"guidance": -1}, r"guidance must be a finite number in \[0, 100\]"),
+    ({"guidance": float("nan")}, r"guidance must be a finite number in \[0, 100\]"),
     ({"batch_size": 0}, "batch_size must be an integer >= 1"),
-    ({"scheduler": "heun"}, "unknown scheduler 'heun'"),
-    ({"scheduler": "dpm++", "scheduler_options": {"karras": True}}, r"unknown scheduler option\(s\) \['karras'\]"),
-    ({"duration": 0}, "duration must be a positive number of seconds"),
-    ({"duration": float("inf")}, "duration must be a positive number of seconds"),
-    ({"duration": "5"}, "duration must be a positive number of seconds"),
-    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"scheduler": "heun"}, r"scheduler must be one of \['ddpm'"),
+    ({"scheduler": "dpm++", "scheduler_options": {"karras": True}}, r"unknown key\(s\) \['karras'\] in scheduler_options"),
+    ({"duration": 0}, r"duration must be a finite number in \(0, 3600\]"),
+    ({"duration": float("inf")}, r"duration must be a finite number in \(0, 3600\]"),
+    ({"duration": "5"}, r"duration must be a finite number in \(0, 3600\]"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 9223372036854775807\]"),
+    ({"preset": "slow"}, r"preset must be one of \['fast', 'turbo'\]"),
+    ({"cache_interval": 2.0}, r"cache_interval must be an integer in \[1, 50\]"),
     ({"latents": np.zeros((2, 8, 256, 16), np.float32)}, r"latents has shape \(2, 8, 256, 16\), expected \(1, 8,"),
     ({"noise": [np.zeros((1, 8, 256, 16), np.float32)]}, "noise has 1 arrays; ddpm with these steps needs 2"),
     ({"noise": [np.zeros((1, 8, 256, 8), np.float32)] * 2}, r"noise\[0\] has shape"),
@@ -141,9 +145,10 @@ def test_generate_rejects_a_non_string_prompt(tiny_tango):
 
 @pytest.mark.parametrize("scheduler", ["unipc", "dpm++", "ddpm"])
 def test_rows_withdrawn_mid_loop_leave_their_batch_mates_unchanged(tiny_tango, scheduler):
-    """generate_rows(wanted=...) drops a row between UNet steps: its slot comes back None, and the other rows
+    """runner.clips(wanted=...) drops a row between UNet steps: its slot comes back None, and the other rows
     (multistep history and random streams included) are what they are in a run without the dropped row."""
     from tango_rt.runtime.noise import row_generators
+    from tango_rt.runtime.request import GenerationRequest
 
     prompts, seeds = ["a bell", "rain", "a dog"], [1, 2, 3]
     asked = []
@@ -152,21 +157,21 @@ def test_rows_withdrawn_mid_loop_leave_their_batch_mates_unchanged(tiny_tango, s
         asked.append(1)
         return [True, len(asked) < 3, True]  # row 1 leaves before the third step
 
-    options = dict(scheduler=scheduler, duration=1.0)
+    options = dict(scheduler=scheduler, duration=1.0, steps=4)
     streams = [row_generators(s, 1)[0] for s in seeds]
-    clips = tiny_tango.generate_rows(prompts, streams, 4, 3.0, **options, wanted=wanted)
+    clips = tiny_tango.runner.clips(GenerationRequest.build(prompts, **options), streams, wanted)
     assert clips[1] is None and len(asked) == 4
-    kept = tiny_tango.generate_rows([prompts[0], prompts[2]], [row_generators(s, 1)[0] for s in (1, 3)], 4, 3.0,
-                                    **options)
+    kept = tiny_tango.runner.clips(GenerationRequest.build([prompts[0], prompts[2]], **options),
+                                   [row_generators(s, 1)[0] for s in (1, 3)])
     for got, expected in zip([clips[0], clips[2]], kept, strict=True):
         assert np.abs(got.astype(np.int32) - expected).max() <= INT16_LSB
 
 
 def test_all_rows_withdrawn_interrupts_the_call(tiny_tango):
     from tango_rt.runtime.errors import Interrupted
-    from tango_rt.runtime.noise import row_generators
+    from tango_rt.runtime.request import GenerationRequest
 
+    request = GenerationRequest.build(["a"], steps=3, scheduler="ddim", duration=1.0, seed=0)
     with pytest.raises(Interrupted, match="withdrawn"):
-        tiny_tango.generate_rows(["a"], row_generators(0, 1), 3, 3.0, scheduler="ddim", duration=1.0,
-                                 wanted=lambda: [False])
+        tiny_tango.runner.clips(request, wanted=lambda: [False])
     assert tiny_tango.generate("still usable", steps=1, duration=1.0, seed=0).shape == (16000,)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE, INT16_LSB, TOL_WAVE
-from tango_rt.runtime import editing
+from tango_rt.runtime.editing import geometry as editing
 from tango_rt.runtime.audio_input import normalize
 from tango_rt.runtime.errors import InputError
 
@@ -57,17 +57,21 @@ def _record(monkeypatch, pipeline, name):
 
 @pytest.mark.parametrize(("spans", "match"), [
     ([(0.5, 0.4)], "empty or starts before 0"),
-    ([(-0.1, 0.4)], "empty or starts before 0"),
+    ([(-0.1, 0.4)], r"inpaint\[0\] must be two finite numbers in \[0, 3600\]"),
     ([(0.2, 0.2)], "empty"),
     ([(0.2, 1.5)], "ends after the audio, which is 1.300 s long"),
     ([(0.1, 0.5), (0.4, 0.6)], "overlap"),
-    ([(0.1, "x")], "finite numbers"),
-    ([0.1], r"inpaint\[0\]: a span is \(start, end\)"),
-    ([], "non-empty list"),
+    ([(0.1, "x")], r"inpaint\[0\] must be two finite numbers"),
+    ([0.1], r"inpaint\[0\] must be two finite numbers"),
+    ([], r"inpaint must be a list of 1 to 16 \(start, end\) pairs"),
+    ([(0, 0.01)] * 17, r"inpaint must be a list of 1 to 16 \(start, end\) pairs"),
 ])
 def test_bad_spans_are_input_errors(spans, match):
+    """The spans' kind (the request's check), then their geometry against a 1.3 s input."""
+    from tango_rt.runtime.request import OPTIONS
+
     with pytest.raises(InputError, match=match):
-        editing.check_spans(spans, 1.3)
+        editing.check_spans(OPTIONS["inpaint"].check("inpaint", spans), 1.3)
 
 
 def test_spans_map_to_the_latent_frames_they_touch(tiny_tango):
@@ -101,9 +105,9 @@ def test_windows_overlap_as_documented(tiny_tango):
     ({"inpaint": [(0, 1)]}, "inpaint need"),
     ({"audio": WAV, "loop": True}, "takes no input audio"),
     ({"audio": WAV, "duration": 2.0}, "duration is the input's own length"),
-    ({"audio": WAV, "strength": 0}, r"strength must be a number in \(0, 1\]"),
-    ({"audio": WAV, "strength": 1.5}, r"strength must be a number in \(0, 1\]"),
-    ({"audio": WAV, "strength": True}, r"strength must be a number in \(0, 1\]"),
+    ({"audio": WAV, "strength": 0}, r"strength must be a finite number in \(0, 1\]"),
+    ({"audio": WAV, "strength": 1.5}, r"strength must be a finite number in \(0, 1\]"),
+    ({"audio": WAV, "strength": True}, r"strength must be a finite number in \(0, 1\]"),
     ({"audio": WAV, "inpaint": [(1.0, 2.0)]}, "ends after the audio"),
     ({"loop": True, "duration": 0.15}, "shorter than two crossfades"),
     ({"loop": "yes"}, "loop must be true or false"),
@@ -117,8 +121,9 @@ def test_bad_edit_requests_are_input_errors_and_the_object_stays_usable(tiny_tan
     assert tiny_tango.generate("rain", steps=1, duration=0.5, seed=0).shape == (8000,)
 
 
-@pytest.mark.parametrize(("seconds", "match"), [(0, "extend must be a positive"), (-2, "extend must be a positive"),
-                                                 (float("nan"), "extend must be a positive")])
+@pytest.mark.parametrize(("seconds", "match"), [(0, r"extend must be a finite number in \(0, 3600\]"),
+                                                 (-2, r"extend must be a finite number in \(0, 3600\]"),
+                                                 (float("nan"), r"extend must be a finite number in \(0, 3600\]")])
 def test_bad_extension_is_an_input_error(tiny_tango, seconds, match):
     with pytest.raises(InputError, match=match):
         tiny_tango.extend("rain", WAV, seconds, steps=1)
@@ -225,12 +230,12 @@ def test_long_generate_is_the_stream_joined(tiny_tango):
 
 
 def _loop(tiny_tango, duration, seed=4):
-    from tango_rt.runtime.editor import Rows
     from tango_rt.runtime.noise import NoiseSource, row_generators
+    from tango_rt.runtime.pipeline import Sampling
+    from tango_rt.runtime.rows import RowSet
 
-    rows = Rows(["an engine idling"], NoiseSource(row_generators(seed, 1)))
-    sampler = tiny_tango.scheduler("ddim")
-    return tiny_tango.editor.loop(rows, sampler, 3, 3.0, duration)
+    rows = RowSet(["an engine idling"], NoiseSource(row_generators(seed, 1)))
+    return tiny_tango.editor.loop(rows, Sampling(tiny_tango.scheduler("ddim"), 3, 3.0), duration)
 
 
 def _wrap_error(wave: np.ndarray, latents: np.ndarray, pipeline, k: int = 1600) -> float:

@@ -11,18 +11,19 @@ import pytest
 
 from tango_rt.runtime.errors import InputError
 from tango_rt.runtime.noise import NoiseSource, row_generators
-from tango_rt.runtime.pipeline import Edit, LiveRows
+from tango_rt.runtime.editing.masked import Edit
+from tango_rt.runtime.rows import RowSet
 from tango_rt.runtime.schedulers import make_scheduler
 
 pytest.importorskip("torch")
 FRAMES = 32
 
 
-def _run(tango, prompts, edit, seed=0, sampler="ddim", steps=6, live=None):
+def _run(tango, prompts, edit, seed=0, sampler="ddim", steps=6, rows=None):
     pipeline = tango.pipeline
     text = pipeline.encode_text(prompts, 1, guided=True)
     noise = NoiseSource(row_generators(seed, len(prompts)))
-    return pipeline.denoise(text, make_scheduler(sampler), steps, 3.0, noise, latent_frames=FRAMES, live=live,
+    return pipeline.denoise(text, make_scheduler(sampler), steps, 3.0, noise, latent_frames=FRAMES, rows=rows,
                             edit=edit)
 
 
@@ -66,9 +67,9 @@ def test_a_withdrawn_row_takes_its_edit_with_it(tiny_tango):
         asked.append(1)
         return [len(asked) < 3, True]  # row 0 leaves before the third step
 
-    live = LiveRows(wanted, 2)
-    both = _run(tiny_tango, ["x", "y"], Edit(source, 1.0, known), seed=3, live=live)
-    assert list(live.kept) == [1] and len(both) == 1
+    rows = RowSet(["x", "y"], NoiseSource(row_generators(3, 2)), wanted)
+    both = _run(tiny_tango, ["x", "y"], Edit(source, 1.0, known), seed=3, rows=rows)
+    assert list(rows.kept) == [1] and len(both) == 1
     np.testing.assert_array_equal(both[0][:, known[1]], source[1][:, known[1]])
 
 

@@ -235,11 +235,11 @@ def test_bad_scheduler_input():
         make_scheduler("dpm++").set_timesteps(1001)
     with pytest.raises(InputError, match="prediction_type"):
         make_scheduler("ddim", {**default_scheduler_config(), "prediction_type": "flow"})
-    with pytest.raises(InputError, match=r"unknown scheduler option\(s\) \['karras'\]"):
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['karras'\] in scheduler_options"):
         make_scheduler("dpm++", karras=True)
     with pytest.raises(InputError, match="solver_type='bh2' is not supported"):
         make_scheduler("dpm++", solver_type="bh2")
-    with pytest.raises(InputError, match=r"solver_order: must be one of \[1, 2\]"):
+    with pytest.raises(InputError, match=r"scheduler_options.solver_order must be one of \[1, 2\]"):
         make_scheduler("unipc", solver_order=3)
     with pytest.raises(InputError, match=r"ddpm step 0 .* needs a noise tensor"):
         scheduler = make_scheduler("ddpm")
@@ -248,18 +248,18 @@ def test_bad_scheduler_input():
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"num_train_timesteps": 1_000_000_000}, r"unknown scheduler option\(s\) \['num_train_timesteps'\]"),
-    ({"prediction_type": "epsilon"}, r"unknown scheduler option\(s\) \['prediction_type'\]"),
-    ({"trained_betas": [0.1] * 1000}, "unknown scheduler option"),
+    ({"num_train_timesteps": 1_000_000_000}, r"unknown key\(s\) \['num_train_timesteps'\] in scheduler_options"),
+    ({"prediction_type": "epsilon"}, r"unknown key\(s\) \['prediction_type'\] in scheduler_options"),
+    ({"trained_betas": [0.1] * 1000}, "unknown key"),
     ({"beta_start": 0.1, "beta_end": 0.2}, r"\['beta_end', 'beta_start'\]"),
-    ({"sigma_min": "x"}, r"sigma_min: must be a number in \(0, 10000\] \(got 'x'\)"),
-    ({"sigma_max": float("nan")}, "sigma_max: must be a number"),
+    ({"sigma_min": "x"}, r"scheduler_options.sigma_min must be a finite number in \(0, 10000\], got 'x'"),
+    ({"sigma_max": float("nan")}, "scheduler_options.sigma_max must be a finite number"),
     ({"sigma_min": 5.0, "sigma_max": 1.0}, "sigma_min .* must be below sigma_max"),
-    ({"use_karras_sigmas": "yes"}, "use_karras_sigmas: must be true or false"),
-    ({"solver_order": True}, r"solver_order: must be one of \[1, 2\]"),
-    ({"timestep_spacing": "cosine"}, "timestep_spacing: must be one of"),
-    ({"disable_corrector": [0, -1]}, "disable_corrector: must be a list"),
-    ({"disable_corrector": 3}, "disable_corrector: must be a list"),
+    ({"use_karras_sigmas": "yes"}, "scheduler_options.use_karras_sigmas must be true or false"),
+    ({"solver_order": True}, r"scheduler_options.solver_order must be one of \[1, 2\]"),
+    ({"timestep_spacing": "cosine"}, "scheduler_options.timestep_spacing must be one of"),
+    ({"disable_corrector": [0, -1]}, r"scheduler_options.disable_corrector must be a list of at most 1000 integers in \[0, 1000\)"),
+    ({"disable_corrector": 3}, "scheduler_options.disable_corrector must be a list"),
 ])
 def test_only_user_level_options_are_accepted_per_call(options, message):
     """A per-call option may change how the sampler walks the schedule, never the schedule the model was trained

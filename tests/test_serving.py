@@ -109,7 +109,7 @@ BAD = [
     ({"prompt": "x", "guidance": -1}, 422, "guidance"),
     ({"prompt": "x", "volume": 3}, 422, "volume"),
     ({"steps": 2}, 422, "prompt"),
-    ({"prompt": "   "}, 422, "prompt is empty"),
+    ({"prompt": "   "}, 422, "prompt must be a string with a character other than white space"),
     ({"prompt": "x", "scheduler": "dpm++", "scheduler_options": {"karras": True}}, 422, "karras"),
     ({"prompt": "x", "samples": 2}, 422, "Accept: application/json"),
     ({"prompt": "x" * 201}, 413, "at most 200"),
@@ -235,10 +235,18 @@ def test_json_error_body_shape_is_stable(server):
 
 
 def test_batch_keys_with_list_options_are_hashable_and_equal():
-    """List-valued sampler options (disable_corrector) must not break grouping jobs by key."""
-    from tango_rt.serving.batching import BatchKey
+    """List-valued sampler options (disable_corrector) must not break grouping jobs by key; what may differ between
+    the clips of one call (prompt, seed, samples) does not split it."""
+    from tango_rt.runtime.request import GenerationRequest
+    from tango_rt.serving.jobs import BatchKey
 
-    a = BatchKey.of(25, 3, "unipc", None, {"disable_corrector": [0, 1], "use_karras_sigmas": True})
-    b = BatchKey.of(25, 3.0, "unipc", None, {"use_karras_sigmas": True, "disable_corrector": [0, 1]})
+    def key(prompt, seed, **options):
+        return BatchKey.of(GenerationRequest.build([prompt], steps=25, scheduler="unipc", seed=seed, **options))
+
+    a = key("a", 1, guidance=3, scheduler_options={"disable_corrector": [0, 1], "use_karras_sigmas": True})
+    b = key("b", 2, guidance=3.0, samples=2,
+            scheduler_options={"use_karras_sigmas": True, "disable_corrector": (0, 1)})
     assert a == b and {a: 1}[b] == 1
-    assert a != BatchKey.of(25, 3, "unipc", None, {"disable_corrector": [0]})
+    assert a != key("a", 1, scheduler_options={"disable_corrector": [0]})
+    assert a != key("a", 1, guidance=3, scheduler_options={"disable_corrector": [0, 1], "use_karras_sigmas": True},
+                    cache_interval=2)

@@ -137,7 +137,7 @@ BAD = [
     ({"audio": "__WAV__", "loop": True}, 422, "takes no input audio"),
     ({"stream": True, "samples": 2}, 422, "Accept: application/json"),
     ({"stream": True, "response_format": "flac"}, 422, "no flac"),
-    ({"audio": "__WAV__", "strength": 0.5, "stream": True}, 422, "stream=true streams"),
+    ({"audio": "__WAV__", "strength": 0.5, "stream": True}, 422, "only long-form clips and extensions stream"),
     ({"duration": 0.15, "loop": True}, 422, "shorter than two crossfades"),
 ]
 

@@ -16,55 +16,42 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..options import Option
 
 F32 = np.float32
 SPACINGS = ("leading", "trailing", "linspace")
 MAX_SIGMA = 1e4  # far above Tango's largest training sigma (~14.6); bounds a user's sigma_min / sigma_max
 
 
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError("must be true or false")
-    return value
-
-
-def _choice(*allowed: Any):
-    def check(value: Any) -> Any:
-        if isinstance(value, bool) or value not in allowed:
-            raise TypeError(f"must be one of {list(allowed)}")
-        return value
-    return check
-
-
-def _sigma(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SIGMA:
-        raise TypeError(f"must be a number in (0, {MAX_SIGMA:g}]")
-    return float(value)
-
-
-def _step_indices(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or len(value) > 1000 or not all(
-            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1000 for i in value):
-        raise TypeError("must be a list of at most 1000 step indices in [0, 1000)")
-    return tuple(value)
-
-
 # The per-call options a user may pass (API scheduler_options, CLI --scheduler-option, the server's field), each
-# with its type check. Everything else in SchedulerConfig describes how the model was trained (betas, prediction
-# type, train timesteps) and comes from the checkpoint only: changing it per call silently changes the noise
-# schedule, and num_train_timesteps sizes arrays.
-USER_OPTIONS: dict[str, Any] = {
-    "use_karras_sigmas": _bool,
-    "final_sigmas_type": _choice("zero", "sigma_min"),
-    "timestep_spacing": _choice(*SPACINGS),
-    "solver_order": _choice(1, 2),
-    "solver_type": _choice("midpoint", "heun", "bh1", "bh2"),
-    "lower_order_final": _bool,
-    "euler_at_final": _bool,
-    "disable_corrector": _step_indices,
-    "sigma_min": _sigma,
-    "sigma_max": _sigma,
+# declared with its type and bounds (runtime/options.py: the same check everywhere, and the server's schema).
+# Everything else in SchedulerConfig describes how the model was trained (betas, prediction type, train timesteps)
+# and comes from the checkpoint only: changing it per call silently changes the noise schedule, and
+# num_train_timesteps sizes arrays.
+USER_OPTIONS: dict[str, Option] = {
+    "use_karras_sigmas": Option("bool", help="Karras et al.'s sigma spacing (the fast preset's)"),
+    "final_sigmas_type": Option("choice", choices=("zero", "sigma_min")),
+    "timestep_spacing": Option("choice", choices=SPACINGS),
+    "solver_order": Option("choice", choices=(1, 2)),
+    "solver_type": Option("choice", choices=("midpoint", "heun", "bh1", "bh2")),
+    "lower_order_final": Option("bool"),
+    "euler_at_final": Option("bool"),
+    "disable_corrector": Option("indices", low=0, high=1000, items=1000, help="UniPC steps without corrector"),
+    "sigma_min": Option("number", low=0, open_low=True, high=MAX_SIGMA),
+    "sigma_max": Option("number", low=0, open_low=True, high=MAX_SIGMA),
 }
+
+
+def _sigma_order(options: dict[str, Any]) -> dict[str, Any]:
+    if options.get("sigma_min", 0) >= options.get("sigma_max", math.inf):
+        raise InputError(f"scheduler_options: sigma_min ({options['sigma_min']:g}) must be below sigma_max "
+                         f"({options['sigma_max']:g})")
+    return options
+
+
+SCHEDULER_OPTIONS = Option("mapping", fields=USER_OPTIONS, rule=_sigma_order,
+                           help="diffusers scheduler options for this call", flag="--scheduler-option",
+                           metavar="KEY=VALUE")
 
 
 def option_pairs(pairs: list[str]) -> dict[str, Any]:
@@ -82,23 +69,9 @@ def option_pairs(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def check_user_options(options: dict[str, Any]) -> dict[str, Any]:
+def check_user_options(options: Any) -> dict[str, Any]:
     """The user's sampler options, allow-listed and type-checked; an InputError names the key and the rule."""
-    if not isinstance(options, dict):
-        raise InputError(f"scheduler options must be a mapping of option names to values, got {type(options).__name__}")
-    unknown = sorted(set(options) - set(USER_OPTIONS), key=str)
-    if unknown:
-        raise InputError(f"unknown scheduler option(s) {unknown}; per-call options are: {sorted(USER_OPTIONS)}")
-    checked = {}
-    for key, value in options.items():
-        try:
-            checked[key] = USER_OPTIONS[key](value)
-        except TypeError as exc:
-            raise InputError(f"scheduler option {key}: {exc} (got {value!r})") from None
-    if checked.get("sigma_min", 0) >= checked.get("sigma_max", math.inf):
-        raise InputError(f"scheduler options: sigma_min ({checked['sigma_min']:g}) must be below sigma_max "
-                         f"({checked['sigma_max']:g})")
-    return checked
+    return SCHEDULER_OPTIONS.check("scheduler_options", options) or {}
 
 
 @dataclass(frozen=True)

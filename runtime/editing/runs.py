@@ -13,37 +13,25 @@ or both) plus waveform work at its edges; there is no second sampling loop:
   then decoded tiled (periodic context on both sides) and cut so the last sample flows into the first.
 
 Rows are clips (prompt-major), each drawing only from its own random stream, so every feature is reproducible from
-its seed and a clip is the same alone or in a batch. Withdrawn rows (LiveRows) leave between UNet steps and windows.
+its seed and a clip is the same alone or in a batch. Withdrawn rows (runtime/rows.py) leave between UNet steps and
+windows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from . import editing
-from .audio_input import AudioLike, InputAudio, load_input
-from .errors import CheckpointError, InputError
-from .guidance import UNetPlan
-from .noise import NoiseSource
-from .pipeline import Edit, LiveRows, TangoPipeline, TextConditioning
-from .schedulers import Scheduler
-from .specs import ShapeProfile
-
-
-@dataclass
-class Rows:
-    """The clips of one call: one prompt and one random stream per row; `live` says which are still wanted."""
-
-    prompts: list[str]
-    noise: NoiseSource
-    live: LiveRows | None = None
-    text: TextConditioning | None = field(default=None, repr=False)
-
-    def kept(self) -> np.ndarray:
-        return self.live.kept if self.live is not None else np.arange(len(self.prompts))
+from ..audio_input import AudioLike, InputAudio, load_input
+from ..errors import CheckpointError, InputError
+from ..pipeline import Sampling, TangoPipeline
+from ..rows import RowSet
+from ..specs import ShapeProfile
+from . import geometry
+from .masked import Edit
+from .stitch import Stitcher
 
 
 @dataclass(frozen=True)
@@ -54,7 +42,7 @@ class LoopResult:
     waves: np.ndarray
     first_pass: np.ndarray
     latents: np.ndarray
-    layout: editing.LoopLayout
+    layout: geometry.LoopLayout
 
 
 class Editor:
@@ -114,9 +102,8 @@ class Editor:
         return (np.float32(config.vae_scale_factor) * mean).astype(np.float32)
 
     # ---- variations and inpainting -----------------------------------------------------------------------------
-    def edit(self, rows: Rows, sampler: Scheduler, steps: int, guidance: float, inputs: Sequence[InputAudio],
-             strength: float, spans: Sequence[editing.Span] = (), progress: bool = False,
-             plan: UNetPlan | None = None) -> list[np.ndarray]:
+    def edit(self, rows: RowSet, sampling: Sampling, inputs: Sequence[InputAudio], strength: float,
+             spans: Sequence[geometry.Span] = ()) -> list[np.ndarray]:
         """Variations (strength < 1) and inpainting (spans) of one input per row: float waveforms of the input's
         length at its level, for the rows still kept."""
         config = self.pipeline.config
@@ -126,96 +113,72 @@ class Editor:
         frames = config.latent_frames_covering(lengths.pop())
         self.pipeline.check_latent_frames(frames)
         source = self.encode([inp.normalized for inp in inputs], frames)
-        known = editing.known_frames(spans, frames, config) if spans else None
-        text = self.pipeline.encode_text(rows.prompts, 1, guided=guidance > 1.0)
-        latents = self.pipeline.denoise(text, sampler, steps, guidance, rows.noise, progress, frames, rows.live,
-                                        Edit(source, strength, known), plan)
+        known = geometry.known_frames(spans, frames, config) if spans else None
+        text = self.pipeline.encode_text(rows.prompts, 1, sampling.guided)
+        latents = self.pipeline.sample(text, sampling, rows.noise, frames, rows, Edit(source, strength, known))
         waves = self.pipeline.decode(latents)
-        fade = round(editing.CROSSFADE_S * config.sample_rate)
+        fade = round(geometry.CROSSFADE_S * config.sample_rate)
         outputs = []
-        for wave, row in zip(waves, rows.kept(), strict=True):
+        for wave, row in zip(waves, rows.kept, strict=True):
             inp = inputs[row]
             generated = inp.to_input_level(wave[: inp.samples])
             if spans:
-                weights = editing.span_weights(inp.samples, editing.to_samples(spans, config.sample_rate), fade)
-                generated = editing.composite(inp.wave, generated, weights)
+                weights = geometry.span_weights(inp.samples, geometry.to_samples(spans, config.sample_rate), fade)
+                generated = geometry.composite(inp.wave, generated, weights)
             outputs.append(generated)
         return outputs
 
     # ---- long-form and extension ---------------------------------------------------------------------------------
-    def stream(self, rows: Rows, sampler: Scheduler, steps: int, guidance: float, total: int,
-               inputs: Sequence[InputAudio] | None = None, progress: bool = False, plan: UNetPlan | None = None
+    def stream(self, rows: RowSet, sampling: Sampling, total: int, inputs: Sequence[InputAudio] | None = None
                ) -> Iterator[dict[int, np.ndarray]]:
         """Long-form audio of `total` samples per row, or with `inputs` (extension) the input followed by new audio
         up to `total` samples: yields {row: float segment} as windows finish (the rows still kept), the segments of
         a row adding up to exactly `total` samples."""
         config, per_frame = self.pipeline.config, self.pipeline.config.samples_per_latent_frame
-        window, overlap = editing.window_frames(config, self.max_frames())
+        window, overlap = geometry.window_frames(config, self.max_frames())
         end_frame = -(-total // per_frame)
-        text = self.pipeline.encode_text(rows.prompts, 1, guided=guidance > 1.0)
-        tails, prefix = None, 0
+        text = self.pipeline.encode_text(rows.prompts, 1, sampling.guided)
+        tails = None  # (rows, C, known, bins): the latent frames the next window keeps
         if inputs:
-            length = inputs[0].samples
-            known = min(overlap, length // per_frame)
-            start = length // per_frame - known
+            known = min(overlap, inputs[0].samples // per_frame)
+            start = inputs[0].samples // per_frame - known
             tails = self._encode_tail(inputs, start, known)
-            windows = editing.plan_windows(end_frame, window, overlap, config.unet_downsample, start, known)
-            prefix = length - round(editing.CROSSFADE_S * config.sample_rate)
+            windows = geometry.plan_windows(end_frame, window, overlap, config.unet_downsample, start, known)
         else:
-            windows = editing.plan_windows(end_frame, window, overlap, config.unet_downsample)
-        emitted = 0
-        held: np.ndarray | None = None  # the previous window's audio from its seam zone on (rows kept then)
-        kept = rows.kept()
+            windows = geometry.plan_windows(end_frame, window, overlap, config.unet_downsample)
+        stitcher = Stitcher(windows, total, per_frame, inputs)
+        kept = rows.kept
         for index, win in enumerate(windows):
-            now = rows.kept()
-            positions = np.searchsorted(kept, now)  # rows dropped since the last window leave their state behind
-            kept = now
-            if tails is not None:
-                tails = tails[positions]
-            if held is not None:
-                held = held[positions]
-            edit = None
-            if win.known:
-                source = np.zeros(config.latent_shape(len(kept), win.frames), np.float32)
-                source[:, :, : win.known] = tails
-                mask = np.zeros((1, win.frames), bool)
-                mask[0, : win.known] = True
-                edit = Edit(source, 1.0, mask)
-            latents = self.pipeline.denoise(text.select(kept), sampler, steps, guidance, rows.noise.select(kept),
-                                            progress, win.frames, rows.live, edit, plan)
-            after = rows.kept()
-            positions = np.searchsorted(kept, after)
-            kept, held = after, None if held is None else held[positions]
+            keep = rows.since(kept)  # rows withdrawn since the last window leave their state behind
+            tails = None if tails is None else tails[keep]
+            stitcher.select(keep)
+            kept = rows.kept
+            latents = self.pipeline.sample(text.select(kept), sampling, rows.noise.select(kept), win.frames, rows,
+                                           self._window_edit(win, tails, len(kept)))
+            stitcher.select(rows.since(kept))  # ... and those withdrawn during it
+            kept = rows.kept
             wave = self.pipeline.decode(latents)
             if inputs:
                 wave = np.stack([inputs[row].to_input_level(w) for row, w in zip(kept, wave, strict=True)])
             tails = latents[:, :, -overlap:]
-            origin = win.start * per_frame  # global sample of wave[:, 0]
-            until = total if index == len(windows) - 1 else editing.seam_zone(win, windows[index + 1], per_frame)[0]
-            pieces = []
-            if index == 0 and inputs:
-                fade_end = inputs[0].samples
-                pieces.append(np.stack([inputs[row].wave[:prefix] for row in kept]))
-                pieces.append(editing.crossfade(np.stack([inputs[row].wave[prefix:fade_end] for row in kept]),
-                                                wave[:, prefix - origin : fade_end - origin]))
-                emitted = fade_end
-            elif held is not None:
-                zone_end = emitted + held.shape[1]
-                pieces.append(editing.crossfade(held, wave[:, emitted - origin : zone_end - origin]))
-                emitted = zone_end
-            pieces.append(wave[:, emitted - origin : until - origin])
-            emitted = until
-            if index < len(windows) - 1:
-                zone = editing.seam_zone(win, windows[index + 1], per_frame)
-                held = wave[:, zone[0] - origin : zone[1] - origin]
-            segment = np.concatenate(pieces, axis=1).astype(np.float32)
+            segment = stitcher.segment(index, wave, kept)
             yield {int(row): segment[i] for i, row in enumerate(kept)}
+
+    def _window_edit(self, win: geometry.Window, tails: np.ndarray | None, rows: int) -> Edit | None:
+        """A window's known frames: the previous window's (or the input's) tail at its start."""
+        if not win.known:
+            return None
+        source = np.zeros(self.pipeline.config.latent_shape(rows, win.frames), np.float32)
+        source[:, :, : win.known] = tails
+        mask = np.zeros((1, win.frames), bool)
+        mask[0, : win.known] = True
+        return Edit(source, 1.0, mask)
 
     def _encode_tail(self, inputs: Sequence[InputAudio], start: int, count: int) -> np.ndarray:
         """Latent frames [start, start + count) of each input (global frames of the input's time axis), encoded
         from the input's last stretch (the VAE's receptive field needs context before `start`)."""
         config, per_frame = self.pipeline.config, self.pipeline.config.samples_per_latent_frame
-        margin = editing.LOOP_MARGIN_FRAMES  # context before the kept frames (the encoder's receptive field)
+        margin = geometry.LOOP_MARGIN_FRAMES  # context before the kept frames (the encoder's receptive field)
         first = max(0, start - margin)
         end_frame = start + count
         frames = -(-(end_frame - first) // config.unet_downsample) * config.unet_downsample
@@ -225,27 +188,25 @@ class Editor:
         return latents[:, :, start - first : end_frame - first]
 
     # ---- loops --------------------------------------------------------------------------------------------------
-    def loop(self, rows: Rows, sampler: Scheduler, steps: int, guidance: float, duration: float,
-             progress: bool = False, plan: UNetPlan | None = None) -> LoopResult:
-        """A seamless loop of `duration` seconds per row (see editing.loop_layout / loop_wave)."""
+    def loop(self, rows: RowSet, sampling: Sampling, duration: float) -> LoopResult:
+        """A seamless loop of `duration` seconds per row (see geometry.loop_layout / loop_wave)."""
         config = self.pipeline.config
-        layout = editing.loop_layout(duration, config, self.max_frames())
+        layout = geometry.loop_layout(duration, config, self.max_frames())
         period = layout.period
-        text = self.pipeline.encode_text(rows.prompts, 1, guided=guidance > 1.0)
-        first = self.pipeline.denoise(text, sampler, steps, guidance, rows.noise, progress, layout.window, rows.live,
-                                      plan=plan)
-        kept = rows.kept()
+        text = self.pipeline.encode_text(rows.prompts, 1, sampling.guided)
+        first = self.pipeline.sample(text, sampling, rows.noise, layout.window, rows)
+        kept = rows.kept
         cycle = first[:, :, :period]
         rolled = np.roll(cycle, -(period // 2), axis=2)  # the cycle's wrap now lies at frame period - period // 2
         source = np.take(rolled, np.arange(layout.window) % period, axis=2)
         mask = np.ones((1, layout.window), bool)
         mask[0, layout.seam[0] : layout.seam[1]] = False
-        second = self.pipeline.denoise(text.select(kept), sampler, steps, guidance, rows.noise.select(kept), progress,
-                                       layout.window, rows.live, Edit(source, 1.0, mask), plan)
-        first = first[np.searchsorted(kept, rows.kept())]
+        second = self.pipeline.sample(text.select(kept), sampling, rows.noise.select(kept), layout.window, rows,
+                                      Edit(source, 1.0, mask))
+        first = first[rows.since(kept)]
         latents = second[:, :, :period]
         block = config.unet_downsample
         tiled_frames = -(-layout.copies * period // block) * block
         decoded = self.pipeline.decode(np.ascontiguousarray(np.take(latents, np.arange(tiled_frames) % period,
                                                                     axis=2)))
-        return LoopResult(editing.loop_wave(decoded, layout), first, latents, layout)
+        return LoopResult(geometry.loop_wave(decoded, layout), first, latents, layout)

@@ -1,6 +1,6 @@
 """The geometry of editing audio: spans to latent frames, waveform crossfades, long-form windows, loop layout.
 
-Pure numpy and arithmetic on the clip's time axes; the runs themselves are runtime/editor.py. One latent frame is
+Pure numpy and arithmetic on the clip's time axes; the runs themselves are runtime/editing/runs.py. One latent frame is
 `config.samples_per_latent_frame` samples (640 = 40 ms for Tango): frame f covers samples [640 f, 640 (f + 1)).
 
 Defaults, each with its reason:
@@ -19,14 +19,13 @@ Defaults, each with its reason:
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .config import PipelineConfig
-from .errors import InputError
+from ..config import PipelineConfig
+from ..errors import InputError
 
 CROSSFADE_S = 0.05
 WINDOW_S = 10.24
@@ -34,82 +33,21 @@ OVERLAP_S = 2.56
 LOOP_CROSSFADE_S = 0.1
 LOOP_MARGIN_FRAMES = 32  # latent frames of periodic context on each side of a loop when it is decoded (1.28 s)
 MIN_EXTEND_INPUT_S = 0.32  # an input to extend must hold one UNet block of known frames
-
-Span = tuple[float, float]
+MAX_SPANS = 16  # inpainted spans per request
 VARIATION_STRENGTH = 0.5  # strength of a variation when none is given: half the schedule re-run
 
-
-@dataclass(frozen=True)
-class EditOptions:
-    """What a call makes beyond plain text-to-audio, checked once for the API, the CLI and the server.
-
-    strength: the share of the schedule re-run from the input (variations; default VARIATION_STRENGTH, 1 with
-    inpaint). inpaint: spans (start, end) in seconds to regenerate. extend: seconds to add after the input.
-    loop: a seamless loop of the call's duration. `audio` says whether an input was given."""
-
-    strength: float = 1.0
-    inpaint: tuple[Span, ...] = ()
-    extend: float | None = None
-    loop: bool = False
-    audio: bool = False
-
-    @property
-    def any(self) -> bool:
-        return self.audio or self.loop
-
-    @classmethod
-    def check(cls, audio: bool, strength: float | None = None, inpaint: Sequence[Sequence[float]] | None = None,
-              extend: float | None = None, loop: bool = False, audio_seconds: float | None = None,
-              duration: float | None = None) -> EditOptions:
-        """Refuse combinations that mean nothing (strength without audio, loop with audio, ...), naming the field;
-        spans are checked against `audio_seconds` when it is known."""
-        if not isinstance(loop, bool):
-            raise InputError(f"loop must be true or false, got {loop!r}")
-        if not audio:
-            given = [name for name, value in (("strength", strength), ("inpaint", inpaint), ("extend", extend))
-                     if value is not None]
-            if given:
-                raise InputError(f"{', '.join(given)} need(s) input audio (audio=...)")
-            return cls(loop=loop)
-        if loop:
-            raise InputError("loop makes a new clip from the prompt; it takes no input audio (use inpaint= to edit "
-                             "a clip)")
-        if duration is not None:
-            raise InputError("duration is the input's own length when audio is given; use extend= to make it longer")
-        if extend is not None and (strength is not None or inpaint is not None):
-            raise InputError("extend continues the input as it is: it takes no strength or inpaint")
-        if extend is not None and (isinstance(extend, bool) or not isinstance(extend, (int, float))
-                                   or not math.isfinite(extend) or extend <= 0):
-            raise InputError(f"extend must be a positive number of seconds, got {extend!r}")
-        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
-                                     or not 0 < strength <= 1):
-            raise InputError(f"strength must be a number in (0, 1], got {strength!r}")
-        spans = tuple(check_spans(inpaint, audio_seconds if audio_seconds is not None else math.inf)) \
-            if inpaint is not None else ()
-        default = 1.0 if spans or extend is not None else VARIATION_STRENGTH
-        return cls(float(strength) if strength is not None else default, spans,
-                   float(extend) if extend is not None else None, False, True)
+Span = tuple[float, float]
 
 
-def check_spans(spans: Sequence[Sequence[float]] | None, seconds: float, what: str = "inpaint") -> list[Span]:
-    """Sorted (start, end) pairs in seconds inside [0, seconds], each non-empty, none overlapping another."""
-    if spans is None:
-        return []
-    if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence) or not spans:
-        raise InputError(f"{what}: give a non-empty list of (start, end) pairs in seconds, got {spans!r}")
-    checked = []
-    for i, span in enumerate(spans):
-        if isinstance(span, (str, bytes)) or not isinstance(span, Sequence) or len(span) != 2:
-            raise InputError(f"{what}[{i}]: a span is (start, end) in seconds, got {span!r}")
-        start, end = span
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in span):
-            raise InputError(f"{what}[{i}]: start and end must be finite numbers, got {span!r}")
+def check_spans(spans: Sequence[Span], seconds: float, what: str = "inpaint") -> list[Span]:
+    """Sorted (start, end) pairs inside [0, seconds], each non-empty, none overlapping another. The spans' type
+    (a list of pairs of finite numbers) is the request's check (runtime/request.py); this is their geometry."""
+    checked = sorted((float(start), float(end)) for start, end in spans)
+    for i, (start, end) in enumerate(checked):
         if not 0 <= start < end:
             raise InputError(f"{what}[{i}]: ({start:g}, {end:g}) is empty or starts before 0 (need 0 <= start < end)")
         if end > seconds + 1e-9:
             raise InputError(f"{what}[{i}]: ({start:g}, {end:g}) ends after the audio, which is {seconds:.3f} s long")
-        checked.append((float(start), float(end)))
-    checked.sort()
     for (a0, a1), (b0, b1) in itertools.pairwise(checked):
         if b0 < a1:
             raise InputError(f"{what}: spans ({a0:g}, {a1:g}) and ({b0:g}, {b1:g}) overlap")
