@@ -219,25 +219,12 @@ class TangoPipeline:
         mel = self.components[VAE_DECODER](latents=latents)
         return self.components[VOCODER](mel=np.ascontiguousarray(mel[:, 0]))
 
-    def __call__(
-        self,
-        prompts: Sequence[str],
-        scheduler: Scheduler,
-        steps: int,
-        guidance: float,
-        samples: int,
-        noise: NoiseSource,
-        progress: bool = False,
-        latent_frames: int | None = None,
-        rows: RowSet | None = None,
-        edit: Edit | None = None,
-        plan: UNetPlan | None = None,
-    ) -> np.ndarray:
+    def __call__(self, prompts: Sequence[str], sampling: Sampling, samples: int, noise: NoiseSource,
+                 latent_frames: int | None = None, rows: RowSet | None = None) -> np.ndarray:
         """Float waveforms (len(prompts) * samples, num_samples), prompt-major: p0s0, p0s1, p1s0, ...; with `rows`,
-        of the rows in `rows.kept` only; with `edit`, through the masked loop; with `plan`, its UNet work."""
-        text = self.encode_text(prompts, samples, guided=is_guided(guidance))
-        latents = self.denoise(text, scheduler, steps, guidance, noise, progress, latent_frames, rows, edit, plan)
-        return self.decode(latents)
+        of the rows in `rows.kept` only: text to audio, the original's path."""
+        text = self.encode_text(prompts, samples, sampling.guided)
+        return self.decode(self.sample(text, sampling, noise, latent_frames, rows))
 
 
 @dataclass

@@ -12,8 +12,10 @@ below, as an `Option` (runtime/options.py): kind, default, bounds, meaning. From
   (runtime/metadata.py).
 
 Adding one sampling option touches three places, nothing else:
-1. a field here, declared with `option(...)` (a rule beyond type and bounds goes in its `rule=`, in the home of
-   what it checks; a rule that relates two options goes in `GenerationRequest.__post_init__`);
+1. here: a field declared with `option(...)` (a rule beyond type and bounds goes in its `rule=`, in the home of
+   what it checks; a rule that relates two options goes in `GenerationRequest.__post_init__`), and its name and
+   type in `RequestOptions` (what an editor shows for the drop-in methods' keywords; tests/test_api.py keeps the
+   two equal);
 2. where the loop needs it in another shape, a derived property here (as `plan` and `edit_strength` are);
 3. the code that uses it (runtime/runner.py, runtime/pipeline.py or a sampler).
 """
@@ -25,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .editing.geometry import MAX_SPANS, VARIATION_STRENGTH, check_spans
 from .errors import InputError
@@ -196,6 +198,33 @@ class GenerationRequest:
 
 OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(GenerationRequest) if "option" in f.metadata}
 INPUTS = ("audio", "sample_rate", "latents", "noise")
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .audio_input import AudioLike
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword options of the drop-in methods (runtime/tango.py: `**options: Unpack[RequestOptions]`), as
+    GenerationRequest declares them: what an editor completes and a type checker checks."""
+
+    scheduler: str
+    scheduler_options: Mapping[str, Any] | None
+    duration: float | None
+    seed: int | None
+    strength: float | None
+    inpaint: Sequence[Sequence[float]] | None
+    extend: float | None
+    loop: bool
+    guidance_interval: Sequence[float] | None
+    cache_interval: int
+    cache_schedule: str
+    preset: str | None
+    audio: AudioLike | None
+    sample_rate: int | None
+    latents: np.ndarray | None
+    noise: Sequence[np.ndarray] | None
 
 
 def check_prompts(prompts: Any) -> tuple[str, ...]:

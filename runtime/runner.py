@@ -188,6 +188,5 @@ class Runner:
         for start in tqdm(starts, disable=not sampling.progress or len(starts) == 1, desc="batches"):
             batch = prompts[start : start + batch_size]
             part = rows.noise.select(range(start * samples, (start + len(batch)) * samples))
-            waves.append(self.pipeline(batch, sampling.scheduler, sampling.steps, sampling.guidance, samples, part,
-                                       sampling.progress, frames, rows, plan=sampling.plan))
+            waves.append(self.pipeline(batch, sampling, samples, part, frames, rows))
         return list(np.concatenate(waves)[:, : prepared.samples])

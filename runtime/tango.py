@@ -7,15 +7,16 @@
 
 Same defaults and return structure as the original; one deliberate difference: waveforms are clipped to the
 int16 range before conversion (the original wraps around at full scale). The methods keep the original's
-signatures and add keyword-only options; each builds one GenerationRequest (runtime/request.py: every option's
-type, bounds and meaning) and hands it to the one runner (runtime/runner.py). Defaults in the signatures are
-marked (options.default), so that a `preset` fills what the caller did not write and explicit values win.
+signatures and add keyword options (`RequestOptions`), declared once in runtime/request.py with their types,
+bounds and meaning; each method builds one GenerationRequest and hands it to the one runner (runtime/runner.py).
+The original's defaults in the signatures are marked (options.default), so that a `preset` fills what the caller
+did not write and explicit values win.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,18 +28,21 @@ from .loader import load_pipeline
 from .noise import row_generators
 from .options import default
 from .pipeline import TangoPipeline
-from .request import INPUTS, OPTIONS, GenerationRequest, check_value
+from .request import OPTIONS, GenerationRequest, check_value
 from .runner import Runner
 from .schedulers import DEFAULT_SCHEDULER, Scheduler, make_scheduler
 
-STEPS, GUIDANCE, SAMPLES = default(100), default(3), default(1)  # the original's defaults
-SCHEDULER, CACHE_INTERVAL, CACHE_SCHEDULE = default(DEFAULT_SCHEDULER), default(1), default("uniform")
+STEPS, GUIDANCE, SAMPLES = default(100), default(3), default(1)  # the original's defaults, marked as such
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .request import RequestOptions
 
 
-def request_of(prompts: Sequence[str], arguments: Mapping[str, Any], **extra: Any) -> GenerationRequest:
-    """The request a drop-in method's arguments (its `locals()`) describe: the options and inputs among them."""
-    values = {k: v for k, v in arguments.items() if k in OPTIONS or k in INPUTS}
-    return GenerationRequest.build(prompts, **values, **extra)
+def _request(prompts: Sequence[str], **values: Any) -> GenerationRequest:
+    """A drop-in method's request; a keyword that is no option is an InputError naming it (as build does)."""
+    return GenerationRequest.build(prompts, **values)
 
 
 def _one_prompt(prompt: Any) -> list[str]:
@@ -117,33 +121,15 @@ class Tango:
         streams = row_generators(seed, 1) if sample else None
         return self.editor.encode([inp.normalized], frames, streams)[0]
 
-    def generate(
-        self,
-        prompt: str,
-        steps: int = STEPS,
-        guidance: float = GUIDANCE,
-        samples: int = SAMPLES,
-        disable_progress: bool = True,
-        *,
-        scheduler: str = SCHEDULER,
-        scheduler_options: Mapping[str, Any] | None = None,
-        duration: float | None = None,
-        seed: int | None = None,
-        latents: np.ndarray | None = None,
-        noise: Sequence[np.ndarray] | None = None,
-        audio: AudioLike | None = None,
-        sample_rate: int | None = None,
-        strength: float | None = None,
-        inpaint: Sequence[Sequence[float]] | None = None,
-        loop: bool = False,
-        guidance_interval: Sequence[float] | None = None,
-        cache_interval: int = CACHE_INTERVAL,
-        cache_schedule: str = CACHE_SCHEDULE,
-        preset: str | None = None,
-    ) -> np.ndarray:
+    def generate(self, prompt: str, steps: int = STEPS, guidance: float = GUIDANCE, samples: int = SAMPLES,
+                 disable_progress: bool = True, **options: Unpack[RequestOptions]) -> np.ndarray:
         """One int16 waveform for `prompt`. As in the original, with samples > 1 the first sample is returned
         (all samples are generated); use generate_for_batch([prompt], samples=n) to get every one.
 
+        Keyword options (runtime/request.py declares each, with its bounds):
+        scheduler ("ddpm", the original's; "unipc", "dpm++", ...) with scheduler_options (diffusers config keys);
+        seed; latents / noise to replay a run exactly; preset ("fast", "turbo": runtime/presets.py; options given
+        explicitly override the preset's).
         duration: seconds (default: the original's 10.24 s, 163872 samples); the clip is generated at the next
         length the UNet accepts and trimmed to exactly round(duration * 16000) samples. Past what one UNet pass
         holds (an export's declared range; 40.96 s for a checkpoint) it is made in overlapping windows (long-form,
@@ -155,95 +141,40 @@ class Tango:
         Less UNet work per step (runtime/guidance.py): `guidance_interval=(low, high)` guides only steps whose noise
         level sigma lies in (low, high] (the others run the conditional rows alone); `cache_interval=N` runs the
         full UNet every N-th step and only its shallow branch in between, on the deep feature of the last full call
-        (`cache_schedule="center"`: the same number of full calls, denser mid-schedule).
-        preset: "fast" or "turbo" (runtime/presets.py); options given explicitly override the preset's."""
-        request = request_of(_one_prompt(prompt), locals())
+        (`cache_schedule="center"`: the same number of full calls, denser mid-schedule)."""
+        request = _request(_one_prompt(prompt), steps=steps, guidance=guidance, samples=samples, **options)
         return self.runner.clips(request, progress=not disable_progress)[0]
 
-    def generate_for_batch(
-        self,
-        prompts: Sequence[str],
-        steps: int = STEPS,
-        guidance: float = GUIDANCE,
-        samples: int = SAMPLES,
-        batch_size: int = 8,
-        disable_progress: bool = True,
-        *,
-        scheduler: str = SCHEDULER,
-        scheduler_options: Mapping[str, Any] | None = None,
-        duration: float | None = None,
-        seed: int | None = None,
-        latents: np.ndarray | None = None,
-        noise: Sequence[np.ndarray] | None = None,
-        audio: AudioLike | None = None,
-        sample_rate: int | None = None,
-        strength: float | None = None,
-        inpaint: Sequence[Sequence[float]] | None = None,
-        loop: bool = False,
-        guidance_interval: Sequence[float] | None = None,
-        cache_interval: int = CACHE_INTERVAL,
-        cache_schedule: str = CACHE_SCHEDULE,
-        preset: str | None = None,
-    ) -> list[np.ndarray] | list[list[np.ndarray]]:
+    def generate_for_batch(self, prompts: Sequence[str], steps: int = STEPS, guidance: float = GUIDANCE,
+                           samples: int = SAMPLES, batch_size: int = 8, disable_progress: bool = True,
+                           **options: Unpack[RequestOptions]) -> list[np.ndarray] | list[list[np.ndarray]]:
         """int16 waveforms: a flat list with samples == 1, else one list of `samples` waveforms per prompt.
 
         Row r (prompt-major) draws from its own random stream (runtime/noise.py), so `batch_size` never changes
         the audio. `latents` / `noise` cover all prompts x samples rows; they are split along with the prompts.
-        audio / strength / inpaint / loop as for `generate`, one input for every prompt (edits run all rows in one
-        call, whatever batch_size)."""
-        request = request_of(prompts, locals())
+        Options as for `generate`; an edit (audio) runs all rows in one call, whatever batch_size."""
+        request = _request(prompts, steps=steps, guidance=guidance, samples=samples, **options)
         batch_size = check_value("batch_size", batch_size, low=1)
         clips = self.runner.clips(request, progress=not disable_progress, batch_size=batch_size)
         n = request.samples
         return clips if n == 1 else [clips[i : i + n] for i in range(0, len(clips), n)]
 
-    def extend(
-        self,
-        prompt: str,
-        audio: AudioLike,
-        seconds: float,
-        steps: int = STEPS,
-        guidance: float = GUIDANCE,
-        disable_progress: bool = True,
-        *,
-        sample_rate: int | None = None,
-        scheduler: str = SCHEDULER,
-        scheduler_options: Mapping[str, Any] | None = None,
-        seed: int | None = None,
-        guidance_interval: Sequence[float] | None = None,
-        cache_interval: int = CACHE_INTERVAL,
-        cache_schedule: str = CACHE_SCHEDULE,
-        preset: str | None = None,
-    ) -> np.ndarray:
+    def extend(self, prompt: str, audio: AudioLike, seconds: float, steps: int = STEPS, guidance: float = GUIDANCE,
+               disable_progress: bool = True, **options: Unpack[RequestOptions]) -> np.ndarray:
         """int16: the input unchanged (but for a 50 ms crossfade at its very end), followed by `seconds` of audio
         that continue it (windows that keep the input's last 2.56 s as known frames; see generate_stream)."""
-        request = request_of(_one_prompt(prompt), locals(), extend=seconds)
+        request = _request(_one_prompt(prompt), steps=steps, guidance=guidance, audio=audio, extend=seconds,
+                           **options)
         return self.runner.clips(request, progress=not disable_progress)[0]
 
-    def generate_stream(
-        self,
-        prompt: str,
-        duration: float | None = None,
-        steps: int = STEPS,
-        guidance: float = GUIDANCE,
-        disable_progress: bool = True,
-        *,
-        audio: AudioLike | None = None,
-        extend: float | None = None,
-        sample_rate: int | None = None,
-        scheduler: str = SCHEDULER,
-        scheduler_options: Mapping[str, Any] | None = None,
-        seed: int | None = None,
-        guidance_interval: Sequence[float] | None = None,
-        cache_interval: int = CACHE_INTERVAL,
-        cache_schedule: str = CACHE_SCHEDULE,
-        preset: str | None = None,
-    ) -> Iterator[np.ndarray]:
+    def generate_stream(self, prompt: str, duration: float | None = None, steps: int = STEPS,
+                        guidance: float = GUIDANCE, disable_progress: bool = True,
+                        **options: Unpack[RequestOptions]) -> Iterator[np.ndarray]:
         """int16 segments of one long clip, each as soon as its window is done (long-form), adding up to exactly
         round(duration * 16000) samples; with `audio` and `extend`, the input first, then `extend` seconds that
         continue it. Windows are 10.24 s (Tango's training length; less if an export accepts less), each keeping
         the previous window's last 2.56 s as known frames, joined by a crossfade; memory stays that of one window."""
-        request = request_of(_one_prompt(prompt), locals())
+        request = _request(_one_prompt(prompt), duration=duration, steps=steps, guidance=guidance, **options)
         prepared = self.runner.prepare(request, stream=True)
         for segments in self.runner.segments(prepared, progress=not disable_progress):
             yield segments[0]

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -152,35 +152,41 @@ def handle_models(service: Service) -> dict:
     return {"object": "list", "data": [service.describe()]}
 
 
+GET_ROUTES = {"/health/live": handle_live, "/health/ready": handle_ready, "/metrics": handle_metrics,
+              "/v1/models": handle_models}
+
+
+def add_routes(app: FastAPI, service: Callable[[], Service], headers: Callable[[], dict] = dict) -> None:
+    """Both front doors' routes, over the Service `service()` returns (this process's, or a Ray replica's), each
+    answer tagged with `headers()`; the gate and the document that describes them."""
+    app.add_middleware(Gate, limits=lambda: (service().settings.api_key, service().settings.body_cap))
+    document(app, lambda: service().settings)
+
+    async def generate(request: Request) -> Response:
+        response = await handle_generate(service(), request)
+        response.headers.update(headers())
+        return response
+
+    app.add_api_route("/v1/audio/generate", generate, methods=["POST"], name="generate")
+    for path, handler in GET_ROUTES.items():
+        app.add_api_route(path, _answering(handler, service), methods=["GET"], name=handler.__name__)
+
+
+def _answering(handler: Callable[[Service], Any], service: Callable[[], Service]) -> Callable:
+    async def endpoint() -> Response:
+        answer = handler(service())
+        return answer if isinstance(answer, Response) else JSONResponse(answer)
+
+    return endpoint
+
+
 def create_app(service: Service) -> FastAPI:
     """The FastAPI front door: one process, one Service with its own batcher."""
     from tango_rt import __version__
 
     app = FastAPI(title="tango-rt", version=__version__, description="Text-to-audio with Tango models")
-    document(app, lambda: service.settings)
     app.state.service = service
-    app.add_middleware(Gate, limits=lambda: (service.settings.api_key, service.settings.body_cap))
-
-    @app.post("/v1/audio/generate")
-    async def generate(request: Request) -> Response:
-        return await handle_generate(service, request)
-
-    @app.get("/health/live")
-    async def live() -> Response:
-        return handle_live(service)
-
-    @app.get("/health/ready")
-    async def ready() -> Response:
-        return handle_ready(service)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return handle_metrics(service)
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        return handle_models(service)
-
+    add_routes(app, lambda: service)
     return app
 
 

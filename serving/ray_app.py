@@ -12,33 +12,35 @@ Retry-After (BackpressureConfig). `num_gpus` per replica is an option; autoscali
 place of a fixed replica count.
 """
 
-# No `from __future__ import annotations` here: FastAPI must see the route methods' real annotation objects
-# through the signatures Ray Serve rebuilds for them.
 import asyncio
 import os
 import time
 from dataclasses import asdict, fields
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from .app import handle_generate, handle_live, handle_metrics, handle_models, handle_ready
-from .guard import Gate
+from .app import add_routes
 from .jobs import Job, run_jobs
-from .openapi import document
 from .service import Service, Settings
 
-REPLICA: dict[str, Settings] = {}  # this replica's settings (one deployment replica per Ray worker process)
 api = FastAPI(title="tango-rt (Ray Serve)", description="Text-to-audio with Tango models")
-document(api, lambda: REPLICA.get("settings") or Settings(""))
-api.add_middleware(Gate, limits=lambda: _gate_limits(REPLICA.get("settings")))
+UNLOADED = Service(Settings(""))  # what a route sees before its replica's constructor has run
 
 
-def _gate_limits(settings: Settings | None):
-    return (settings.api_key, settings.body_cap) if settings else (None, Settings("").body_cap)
+def _replica() -> Service:
+    """The service of the replica serving this request: Ray hands its routes a copy of this module's app, so the
+    replica's own object comes from Ray's replica context, not from a module global."""
+    try:
+        servable = serve.get_replica_context().servable_object
+    except Exception:  # not inside a replica (documents built outside Ray)
+        return UNLOADED
+    return getattr(servable, "service", None) or UNLOADED
+
+
+add_routes(api, _replica, headers=lambda: {"X-Replica-Pid": str(os.getpid())})
 
 
 class RayService(Service):
@@ -72,7 +74,6 @@ class TangoDeployment:
 
     def __init__(self, settings: dict[str, Any]):
         self.service = RayService(Settings(**settings), self.generate_batch)
-        REPLICA["settings"] = self.service.settings
         self.service.load()
         if self.service.load_error:
             raise RuntimeError(self.service.load_error)  # Ray retries the replica and reports it unhealthy
@@ -99,28 +100,6 @@ class TangoDeployment:
                 job.finish(result)  # a stream's sink hears how its job ended
                 results[i] = result
         return [r if not isinstance(r, BaseException) else _Raise(r) for r in results]
-
-    @api.post("/v1/audio/generate")
-    async def generate(self, request: Request) -> Response:
-        response = await handle_generate(self.service, request)
-        response.headers["X-Replica-Pid"] = str(os.getpid())
-        return response
-
-    @api.get("/health/live")
-    async def live(self) -> Response:
-        return handle_live(self.service)
-
-    @api.get("/health/ready")
-    async def ready(self) -> Response:
-        return handle_ready(self.service)
-
-    @api.get("/metrics")
-    async def metrics(self) -> Response:
-        return handle_metrics(self.service)
-
-    @api.get("/v1/models")
-    async def models(self) -> dict:
-        return handle_models(self.service)
 
     def check_health(self) -> None:
         """Ray's replica health check: a failed load or a dead worker marks the replica for restart."""

@@ -58,7 +58,7 @@ def parse(fields: Any, settings: Settings) -> Body:
     if isinstance(prompt, str) and len(prompt) > settings.max_prompt_chars:
         raise PromptTooLong(f"prompt has {len(prompt)} characters; this server takes at most "
                             f"{settings.max_prompt_chars}")
-    own = {name: option.check(name, fields[name] if name in fields else option.default)
+    own = {name: option.check(name, fields.get(name, option.default))
            for name, option in SERVER_FIELDS.items()}
     options = {name: OPTIONS[name].check(name, value) for name, value in fields.items() if name in OPTIONS}
     return Body(options, **own)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE, INT16_LSB, TOL_WAVE
-from tango_rt.runtime.editing import geometry as editing
 from tango_rt.runtime.audio_input import normalize
+from tango_rt.runtime.editing import geometry as editing
 from tango_rt.runtime.errors import InputError
 
 pytest.importorskip("torch")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tango_rt.runtime.editing.masked import Edit
 from tango_rt.runtime.errors import InputError
 from tango_rt.runtime.noise import NoiseSource, row_generators
-from tango_rt.runtime.editing.masked import Edit
 from tango_rt.runtime.rows import RowSet
 from tango_rt.runtime.schedulers import make_scheduler
 

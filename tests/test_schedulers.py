@@ -258,7 +258,8 @@ def test_bad_scheduler_input():
     ({"use_karras_sigmas": "yes"}, "scheduler_options.use_karras_sigmas must be true or false"),
     ({"solver_order": True}, r"scheduler_options.solver_order must be one of \[1, 2\]"),
     ({"timestep_spacing": "cosine"}, "scheduler_options.timestep_spacing must be one of"),
-    ({"disable_corrector": [0, -1]}, r"scheduler_options.disable_corrector must be a list of at most 1000 integers in \[0, 1000\)"),
+    ({"disable_corrector": [0, -1]},
+     r"scheduler_options.disable_corrector must be a list of at most 1000 integers in \[0, 1000\)"),
     ({"disable_corrector": 3}, "scheduler_options.disable_corrector must be a list"),
 ])
 def test_only_user_level_options_are_accepted_per_call(options, message):
