@@ -163,13 +163,20 @@ def chart(result: dict, path: Path) -> Path | None:
     return path
 
 
-def save_study(out: Path, module: str, argv: list[str] | None, machine: dict, result: dict, title: str,
+def save_study(out: Path, script: str, argv: list[str] | None, machine: dict, result: dict, title: str,
                text: str) -> None:
-    """A study's record in `out` (the command that made it and the machine first, then its data; its table under
-    `title`), and the table printed: what every study's main() ends with."""
-    command = " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
+    """A study's record in `out` (the command that made it, `python <script> <argv>` with the script's path from
+    the checkout's root, and the machine first, then its data; its table under `title`), and the table printed:
+    what every study's main() ends with."""
+    command = " ".join(["python", study_path(script), *(sys.argv[1:] if argv is None else argv)])
     save_results(out, {"command": command, "machine": machine, **result}, f"# {title}\n\n{text}\n")
     print(text)
+
+
+def study_path(script: str) -> str:
+    """A study script's path as README writes it (studies/<name>/<name>.py), wherever the checkout is."""
+    path = Path(script).resolve()
+    return str(Path(*path.parts[-3:])) if len(path.parts) >= 3 and path.parts[-3] == "studies" else str(script)
 
 
 def save_results(out: Path, result: dict, markdown: str) -> None:

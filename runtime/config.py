@@ -14,7 +14,7 @@ DEFAULT_MAX_BATCH = 8  # latents per denoising call (prompts x samples) the expo
 # Where the shallow UNet branch (runtime/feature_cache.py) enters the last up block: at its resnet CACHE_CUT, so a
 # cached call runs conv_in, the first down block's first (2 - CACHE_CUT) (resnet, attention) pairs, the last up
 # block from resnet CACHE_CUT on, and conv_out. Chosen from the measured cost per block of the full-size UNet
-# (benchmarks/results/unet_blocks): see README, "Less UNet work per clip".
+# (studies/unet_blocks): see README, "Less UNet work per clip".
 CACHE_CUT = 1
 
 

@@ -10,7 +10,7 @@ Which steps run the full UNet:
 - "center": as many full calls, placed by a power law around a centre step (CENTER_FRACTION of the run, power
   CENTER_POWER), so they are denser there and sparser toward the run's ends: DeepCache's non-uniform 1:N strategy,
   which samples its full steps the same way (the values here are ours, judged on the trained oracle:
-  benchmarks/results/turbo).
+  studies/turbo).
 
 The sampler never knows: every step still hands it a model output, so multistep samplers keep their history as
 they would. A feature computed with guidance covers both halves of the CFG batch; one computed on the conditional

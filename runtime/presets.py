@@ -1,9 +1,9 @@
 """Named sampling presets, one home for what README recommends (splat into generate: `**PRESETS["turbo"]`).
 
 - fast: UniPC with Karras sigmas at 15 steps, the fewest UNet calls whose error has converged in the sampler study
-  (benchmarks/results/sampler_quality).
+  (studies/sampler_quality).
 - turbo: the fast preset with the fewest UNet GFLOP per clip whose distance to the true distribution on the trained
-  oracle stays within 10% of the fast preset's (benchmarks/results/turbo): guidance only where sigma is in
+  oracle stays within 10% of the fast preset's (studies/turbo): guidance only where sigma is in
   (0.5, 3], and the full UNet every fourth step (and where guidance resumes), its shallow branch between: 5 full
   and 10 shallow calls, 3.0x fewer UNet GFLOP per clip, distance 0.98x the fast preset's.
 """

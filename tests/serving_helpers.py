@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import httpx
 
-from tango_rt.benchmarks.server_process import ServerProcess as _ServerProcess
+from server_process import ServerProcess as _ServerProcess
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tango-tiny"
 FAST = {"steps": 2, "duration": 1.0, "scheduler": "ddim"}  # a ~0.1 s request on the tiny model

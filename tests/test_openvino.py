@@ -141,17 +141,6 @@ def test_bad_options_are_clear_errors(onnx_dir, options, message):
         Tango(str(onnx_dir), backend="openvino", **options)
 
 
-def test_unet_memory_breakdown_records_every_stage(onnx_dir):
-    """benchmarks/ov_unet_memory on the tiny export: the stages and the /proc fields README's memory section
-    reads (the full-size figures come from the recorded run)."""
-    from tango_rt.benchmarks.ov_unet_memory import FIELDS, measure
-
-    run = measure(str(onnx_dir), "fp32")
-    assert list(run["stages"]) == ["read", "compiled, model dropped", "step 1", "step 2"]
-    assert all(stage[field] > 0 for stage in run["stages"].values() for field in FIELDS)
-    assert run["weights_file_mb"] > 0
-
-
 @pytest.mark.parametrize("name", ["text_encoder", "unet"])
 def test_static_shapes_pad_prompt_lengths_to_one_compile(onnx_dir, tiny_tango, name):
     """Static shapes compile per input shape: prompt lengths 5 and 9 share one padded shape (a multiple of 16

@@ -301,7 +301,7 @@ ORACLE = FIXTURE.parent / "oracle"
 def test_the_oracles_training_is_deterministic_for_a_seed():
     """Seeded data, initialisation and dropout, deterministic torch algorithms, fixed threads: two short runs give
     the same weights bit for bit (on one machine; another CPU may round differently)."""
-    from tango_rt.benchmarks.oracle import train
+    from oracle import train
 
     first, second = (train(3, batch=8, progress=False) for _ in range(2))
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
@@ -312,7 +312,7 @@ def test_the_oracles_training_is_deterministic_for_a_seed():
 
 
 def test_the_trained_oracle_has_learned_its_distribution():
-    """The committed oracle (benchmarks/oracle.py, 1500 steps) against the same architecture untrained, both
+    """The committed oracle (tests/oracle.py, 1500 steps) against the same architecture untrained, both
     without guidance (the truth is the conditional distribution itself), 64 clips per prompt, in the subspace
     where the truth's structure lives. The floor is the distance between two independent true sample sets of that
     size. Measured here: trained 1.0x the floor, untrained 4.7x (at 128 clips per prompt, where the floor is
@@ -320,11 +320,10 @@ def test_the_trained_oracle_has_learned_its_distribution():
     the floor's own sampling noise at 64 clips), and an untrained model at least 2.5x farther than the trained one
     (it has not found the modes at all: its samples are spread at the scale of the data)."""
     from diffusers import UNet2DConditionModel
+    from oracle import Truth, measure, sample
+    from truth import sliced_wasserstein
 
     from tango_rt import Tango
-    from tango_rt.benchmarks.oracle import Truth
-    from tango_rt.benchmarks.sampler_quality import sliced_wasserstein
-    from tango_rt.benchmarks.turbo import measure, sample
 
     truth, rng, count = Truth(), np.random.default_rng(7), 64
     sets = [truth.coefficients(k, count, rng) for k in range(4)]

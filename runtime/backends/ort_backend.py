@@ -7,7 +7,7 @@ providers, I/O binding copies each output to the host once instead of through an
 On the CPU provider, a network runs the export's ONNX Runtime graph where there is one (`<name>.ort.onnx`:
 attention fused into MultiHeadAttention, whose CPU kernel is a flash attention): the full-size pipeline's peak
 RSS is 5.3 GiB instead of 7.6 GiB (benchmarks/results/cpu-full vs ort-plain-graph) and its UNet step ~10% faster
-(benchmarks/results/unet_step_cpu). `fused_attention=False` runs the plain
+(studies/unet_step_cpu). `fused_attention=False` runs the plain
 graph; GPU providers run the plain graph unless asked (the fused one is not tested on GPUs).
 """
 

@@ -18,7 +18,7 @@ import time
 
 import httpx
 
-from .machine import proc_status_mb
+from tango_rt.benchmarks.machine import proc_status_mb
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """Where one full-size UNet call spends its time, block by block: what the shallow branch's cut is chosen from.
 
-    python -m tango_rt.benchmarks.unet_blocks --out benchmarks/results/unet_blocks
+    python studies/unet_blocks/unet_blocks.py --out studies/unet_blocks/results
 
 Runs the full-size Tango UNet (random weights: timing needs no training) on torch FP32, CPU, one guided call
 (batch 2, 10.24 s, 32 tokens), `--repeat` times after a warm-up, with hooks timing every top-level module and every
@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..runtime.checkpoint import random_checkpoint
-from ..runtime.flops import UNetShape, unet_flops
-from .machine import machine_info
-from .report import save_study
+from tango_rt.benchmarks.machine import machine_info
+from tango_rt.benchmarks.report import save_study
+from tango_rt.runtime.checkpoint import random_checkpoint
+from tango_rt.runtime.flops import UNetShape, unet_flops
 
 
 def _timers(unet) -> tuple[dict[str, list[float]], list]:
@@ -58,7 +58,7 @@ def _timers(unet) -> tuple[dict[str, list[float]], list]:
 def measure(repeat: int, frames: int, text_len: int) -> dict:
     import torch
 
-    from ..runtime.backends.torch_models import ModelBuilder
+    from tango_rt.runtime.backends.torch_models import ModelBuilder
 
     checkpoint = random_checkpoint("full")
     unet = ModelBuilder(checkpoint).build(["unet"])["unet"].unet
@@ -114,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--frames", type=int, default=256)
     parser.add_argument("--text-len", type=int, default=32)
-    parser.add_argument("--out", default="benchmarks/results/unet_blocks")
+    parser.add_argument("--out", default="studies/unet_blocks/results")
     args = parser.parse_args(argv)
     machine = machine_info()
     result = measure(args.repeat, args.frames, args.text_len)
     text = table(result)
-    save_study(Path(args.out), "tango_rt.benchmarks.unet_blocks", argv, machine, result, "UNet blocks", text)
+    save_study(Path(args.out), __file__, argv, machine, result, "UNet blocks", text)
     return 0
 
 

@@ -1,7 +1,7 @@
 """The first GPU session's one check: the torch CUDA paths on the full-size model, in one table.
 
-    bash benchmarks/gpu/run.sh                       # on the GPU machine (after benchmarks/gpu/prepare.sh here)
-    python -m tango_rt.benchmarks.first_gpu --device cpu --model random:tiny --variants fp32   # the CPU dry run
+    bash studies/first_gpu/run.sh                    # on the GPU machine (after studies/first_gpu/prepare.sh here)
+    python studies/first_gpu/first_gpu.py --device cpu --model random:tiny --variants fp32   # the CPU dry run
 
 For each variant (torch FP32, FP16, FP16 + CUDA graph, the turbo preset's UNet plan on FP16 + graph and on FP32,
 FP16 + torch.compile) on `random:full`: load time, one UNet step and whole generations (median of --repeat after a
@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ..export.check import compare
-from ..runtime.instrument import Recorder, instrument
-from ..runtime.precision import FP16
-from ..runtime.presets import TURBO
-from ..runtime.specs import TYPICAL_TEXT_LEN, UNET, dims
-from .stats import summarize
+from tango_rt.benchmarks.stats import summarize
+from tango_rt.export.check import compare
+from tango_rt.runtime.instrument import Recorder, instrument
+from tango_rt.runtime.precision import FP16
+from tango_rt.runtime.presets import TURBO
+from tango_rt.runtime.specs import TYPICAL_TEXT_LEN, UNET, dims
 
 TURBO_PLAN = {key: TURBO[key] for key in ("guidance_interval", "cache_interval")}  # the turbo preset's UNet plan
 VARIANTS = {  # constructor options; "plan": the UNet plan generation runs with (the shallow network on the GPU)
@@ -64,7 +64,7 @@ def unet_probe(tango: Any) -> dict[str, np.ndarray]:
 
 
 def run_variant(model: str, device: str, options: dict, repeat: int, probe_reference: np.ndarray | None):
-    from ..runtime.tango import Tango
+    from tango_rt.runtime.tango import Tango
 
     options = dict(options)
     settings = {**SETTINGS, **options.pop("plan", {})}

@@ -1,6 +1,6 @@
 """Where OpenVINO's memory goes: the full-size UNet alone, file-backed and anonymous resident memory per stage.
 
-    python -m tango_rt.benchmarks.ov_unet_memory --out benchmarks/results/ov_unet_memory
+    python studies/ov_unet_memory/ov_unet_memory.py --out studies/ov_unet_memory/results
 
 One child process per precision (fp32, bf16) reads the exported `unet.onnx`, compiles it for the CPU, drops the
 model, and runs two steps (batch 2, the default clip, 32 tokens), reading /proc/self/status after each stage:
@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..runtime.precision import BF16, FP32
-from .machine import machine_info, proc_status_mb
-from .report import save_results
+from tango_rt.benchmarks.machine import machine_info, proc_status_mb
+from tango_rt.benchmarks.report import save_results
+from tango_rt.runtime.precision import BF16, FP32
 
 FIELDS = ("RssFile", "RssAnon", "VmHWM")
 PRECISIONS = (FP32, BF16)
@@ -29,8 +29,8 @@ def measure(folder: str, precision: str) -> dict:
     """Runs in the child: the stages of one compile-and-run, with memory after each."""
     import openvino as ov
 
-    from ..runtime.artifacts import open_artifact
-    from ..runtime.specs import UNET, component_specs, dims
+    from tango_rt.runtime.artifacts import open_artifact
+    from tango_rt.runtime.specs import UNET, component_specs, dims
 
     artifact = open_artifact(folder)
     config = artifact.pipeline_config
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", default=str(Path.home() / ".cache" / "tango-rt" / "bench" / "random-full-fp32"),
                         help="an FP32 export of the full-size model (tango-rt bench leaves one here)")
-    parser.add_argument("--out", default="benchmarks/results/ov_unet_memory")
+    parser.add_argument("--out", default="studies/ov_unet_memory/results")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = []
     for precision in PRECISIONS:  # one process each: peak RSS and mappings start afresh
-        output = subprocess.run([sys.executable, "-m", "tango_rt.benchmarks.ov_unet_memory", "--folder", args.folder,
-                                 "--child", precision], capture_output=True, text=True, check=True).stdout
+        output = subprocess.run([sys.executable, __file__, "--folder", args.folder, "--child", precision],
+                                capture_output=True, text=True, check=True).stdout
         runs.append(json.loads(output.strip().splitlines()[-1]))
-    result = {"benchmark": "ov_unet_memory", "command": "python -m tango_rt.benchmarks.ov_unet_memory",
+    result = {"benchmark": "ov_unet_memory", "command": "python studies/ov_unet_memory/ov_unet_memory.py",
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(), "runs": runs}
     save_results(Path(args.out), result, markdown(result))
     print(markdown(result))

@@ -1,8 +1,8 @@
 """Less UNet work per clip, judged on a UNet that has learned something: guidance intervals, cached deep features,
-BF16 and INT8 weights against the fast preset, on the trained oracle (benchmarks/oracle.py), whose exact answer
+BF16 and INT8 weights against the fast preset, on the trained oracle (tests/oracle.py), whose exact answer
 is known.
 
-    python -m tango_rt.benchmarks.turbo --oracle tests/fixtures/oracle --out benchmarks/results/turbo
+    python studies/turbo/turbo.py --oracle tests/fixtures/oracle --out studies/turbo/results
 
 Every configuration samples the same seeds (COUNT clips per prompt, all four prompts) through the runtime's own
 loop (`TangoPipeline.denoise` with a `UNetPlan`), and is measured by
@@ -25,16 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.config import CACHE_CUT
-from ..runtime.flops import UNetShape, run_gflop
-from ..runtime.guidance import UNetPlan
-from ..runtime.noise import NoiseSource, row_generators
-from ..runtime.presets import PRESETS
-from ..runtime.specs import TYPICAL_TEXT_LEN
-from .machine import machine_info
-from .oracle import FRAMES, PROMPTS, Truth
-from .report import save_study
-from .sampler_quality import sliced_wasserstein
+from tango_rt.benchmarks.machine import machine_info
+from tango_rt.benchmarks.report import save_study
+from tango_rt.runtime.config import CACHE_CUT
+from tango_rt.runtime.flops import UNetShape, run_gflop
+from tango_rt.runtime.guidance import UNetPlan
+from tango_rt.runtime.presets import PRESETS
+from tango_rt.runtime.specs import TYPICAL_TEXT_LEN
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # test infrastructure (the exact answers)
+from oracle import PROMPTS, Truth, measure, sample
+from truth import sliced_wasserstein
 
 COUNT = 256  # clips per prompt
 FAST = {"scheduler": PRESETS["fast"]["scheduler"], "options": PRESETS["fast"]["scheduler_options"],
@@ -69,29 +70,6 @@ PLANS = {
 FULL_SIZE = {"frames": 256, "bins": 16, "text_len": TYPICAL_TEXT_LEN}  # the clip GFLOP are counted for
 
 
-def sample(tango, plan: UNetPlan, seed: int = 0, count: int = COUNT, scheduler: str = FAST["scheduler"],
-           options: dict | None = None, steps: int = FAST["steps"], guidance: float = FAST["guidance"]) -> np.ndarray:
-    """(prompts, count, 8, 8, 16) latents through the runtime's loop, the same seeds for every configuration."""
-    pipeline = tango.pipeline
-    out = []
-    for index, prompt in enumerate(PROMPTS):
-        text = pipeline.encode_text([prompt], count, guided=guidance > 1)
-        noise = NoiseSource(row_generators(seed + index, count))
-        sampler = tango.scheduler(scheduler, **(FAST["options"] if options is None else options))
-        out.append(pipeline.denoise(text, sampler, steps, guidance, noise, latent_frames=FRAMES, plan=plan))
-    return np.stack(out)
-
-
-def measure(samples: np.ndarray, truth: Truth, reference: np.ndarray | None, truth_sets: list[np.ndarray]) -> dict:
-    coefficients = [truth.project(s)[0] for s in samples]
-    residual = float(np.mean([truth.project(s)[1].mean() for s in samples]))
-    sw = float(np.mean([sliced_wasserstein(c, t) for c, t in zip(coefficients, truth_sets, strict=True)]))
-    row = {"sw": sw, "residual_rms": residual}
-    if reference is not None:
-        row["vs_full"] = float(np.sqrt(np.mean((samples - reference) ** 2) / np.mean(reference**2)))
-    return row
-
-
 def gflop(plan: UNetPlan, tango, shape: UNetShape, steps: int = FAST["steps"], scheduler: str = FAST["scheduler"],
           options: dict | None = None, guidance: float = FAST["guidance"]) -> tuple[float, int, int]:
     """(UNet GFLOP of one full-size 10.24 s clip, full calls, shallow calls) with this plan."""
@@ -105,8 +83,8 @@ def gflop(plan: UNetPlan, tango, shape: UNetShape, steps: int = FAST["steps"], s
 def evaluate(oracle: str, lean: dict[str, object] | None = None, count: int = COUNT) -> dict:
     """Every plan on torch FP32; the fast preset, the turbo preset and the original default (DDPM 100) too; then
     the fast and turbo presets on each `lean` variant (label -> a loaded Tango), e.g. OpenVINO BF16."""
-    from ..runtime.checkpoint import package_data
-    from ..runtime.tango import Tango
+    from tango_rt.runtime.checkpoint import package_data
+    from tango_rt.runtime.tango import Tango
 
     tango = Tango(oracle, device="cpu")
     truth = Truth()
@@ -195,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                         "OpenVINO BF16 rows")
     parser.add_argument("--int8-export", default=None, help="its int8-weights export: adds OpenVINO INT8 rows")
     parser.add_argument("--count", type=int, default=COUNT)
-    parser.add_argument("--out", default="benchmarks/results/turbo")
+    parser.add_argument("--out", default="studies/turbo/results")
     args = parser.parse_args(argv)
-    from ..runtime.tango import Tango
+    from tango_rt.runtime.tango import Tango
 
     lean = {}
     if args.export:
@@ -208,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(args.oracle, lean, args.count)
     text = table(result)
     out = Path(args.out)
-    save_study(out, "tango_rt.benchmarks.turbo", argv, machine, result, "Turbo preset", text)
+    save_study(out, __file__, argv, machine, result, "Turbo preset", text)
     chart(result, out / "chart.png")
     return 0
 

@@ -1,11 +1,11 @@
 """The turbo preset against the fast preset at full size, each a whole 10.24 s generation, interleaved in one
 process so the ratio is of one run on one machine.
 
-    python -m tango_rt.benchmarks.turbo_cpu --model EXPORT --backend openvino --precision bf16 \\
-        --out benchmarks/results/turbo_cpu
+    python studies/turbo_cpu/turbo_cpu.py --model EXPORT --backend openvino --precision bf16 \\
+        --out studies/turbo_cpu/results
 
 EXPORT is `tango-rt export --model random:full` (timing needs no trained weights). Both presets run UniPC with
-Karras sigmas at 15 steps; the turbo preset adds the plan benchmarks/results/turbo chose (runtime/presets.py).
+Karras sigmas at 15 steps; the turbo preset adds the plan studies/turbo_cpu/results chose (runtime/presets.py).
 After a warm-up of each (the first calls compile and allocate), the two alternate `--rounds` times; each time
 is one `Tango.generate` call, end to end.
 """
@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..runtime.instrument import Recorder, instrument
-from ..runtime.presets import PRESETS
-from ..runtime.tango import Tango
-from .machine import machine_info
-from .report import save_study
+from tango_rt.benchmarks.machine import machine_info
+from tango_rt.benchmarks.report import save_study
+from tango_rt.runtime.instrument import Recorder, instrument
+from tango_rt.runtime.presets import PRESETS
+from tango_rt.runtime.tango import Tango
 
 PROMPT = "An audience cheering and clapping"
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="openvino")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", default="benchmarks/results/turbo_cpu")
+    parser.add_argument("--out", default="studies/turbo_cpu/results")
     args = parser.parse_args(argv)
     machine = machine_info()
     tango = Tango(args.model, backend=args.backend, **({"precision": args.precision} if args.precision else {}))
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({machine['cores']} cores), median of {args.rounds} interleaved rounds: fast preset "
             f"{result['median_s']['fast']:.1f} s, turbo preset {result['median_s']['turbo']:.1f} s "
             f"({result['speedup']:.2f}x).")
-    save_study(Path(args.out), "tango_rt.benchmarks.turbo_cpu", argv, machine, result, "Turbo preset on a CPU", text)
+    save_study(Path(args.out), __file__, argv, machine, result, "Turbo preset on a CPU", text)
     return 0
 
 

@@ -1,6 +1,6 @@
 """One full-size UNet step on CPU: ONNX Runtime against torch eager, interleaved in one process.
 
-    python -m tango_rt.benchmarks.unet_step_cpu --out benchmarks/results/unet_step_cpu
+    python studies/unet_step_cpu/unet_step_cpu.py --out studies/unet_step_cpu/results
 
 Batch 2 (one classifier-free-guidance step), latents 8 x 256 x 16, text length 32, random weights of the real
 architecture (865.9M parameters). Variants run round-robin so machine noise hits all of them alike; the
@@ -20,15 +20,15 @@ import os
 import time
 from pathlib import Path
 
-from ..export.check import compare
-from ..export.onnx_export import reuse_or_export
-from ..runtime import precision
-from ..runtime.artifacts import open_artifact
-from ..runtime.checkpoint import load_checkpoint
-from ..runtime.specs import UNET, component_specs, dims
-from .machine import machine_info
-from .report import save_results
-from .stats import speedup, summarize
+from tango_rt.benchmarks.machine import machine_info
+from tango_rt.benchmarks.report import save_results
+from tango_rt.benchmarks.stats import speedup, summarize
+from tango_rt.export.check import compare
+from tango_rt.export.onnx_export import reuse_or_export
+from tango_rt.runtime import precision
+from tango_rt.runtime.artifacts import open_artifact
+from tango_rt.runtime.checkpoint import load_checkpoint
+from tango_rt.runtime.specs import UNET, component_specs, dims
 
 MODEL = "random:full"
 BATCH, TEXT_LEN = 1, 32  # one guided step (the UNet sees 2 rows), 32 tokens, the default clip length
@@ -95,7 +95,7 @@ def count_flops(module, args) -> int:
 def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     import torch
 
-    from ..runtime.backends import ort_backend, torch_backend
+    from tango_rt.runtime.backends import ort_backend, torch_backend
 
     torch.set_num_threads(threads)
     machine = machine_info()
@@ -130,7 +130,7 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     stats = {label: summarize(values) for label, values in samples.items()}
     return {
         "benchmark": "unet_step_cpu",
-        "command": f"python -m tango_rt.benchmarks.unet_step_cpu --repeat {repeat} --warmup {warmup} "
+        "command": f"python studies/unet_step_cpu/unet_step_cpu.py --repeat {repeat} --warmup {warmup} "
                    f"--threads {threads}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine,
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "tango-rt" / "bench-unet"),
                         help="where the random-weight UNet exports are kept between runs")
-    parser.add_argument("--out", default="benchmarks/results/unet_step_cpu")
+    parser.add_argument("--out", default="studies/unet_step_cpu/results")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())

@@ -1,9 +1,9 @@
 """The recorded load test of `tango-rt serve`: batching gain at saturation and behaviour at twice the
 sustainable rate, with the server's memory sampled throughout.
 
-    python -m tango_rt.benchmarks.serve_load --model tests/fixtures/tango-tiny --out benchmarks/results/serve_tiny
-    python -m tango_rt.benchmarks.serve_load --model random:full --steps 2 --requests 4 --skip-overload \\
-        --out benchmarks/results/serve_full
+    python studies/serve_load/serve_load.py --model tests/fixtures/tango-tiny --out studies/serve_load/results
+    python studies/serve_load/serve_load.py --model random:full --steps 2 --requests 4 --skip-overload \\
+        --out studies/serve_load/results
 
 1. saturation: a closed loop of `--concurrency` clients against a server with --max-batch 1, then 4 (same
    machine, same run): throughput ratio;
@@ -19,11 +19,13 @@ import json
 import sys
 from pathlib import Path
 
-from .loadtest import markdown as load_markdown
-from .loadtest import run as load_run
-from .machine import machine_info
-from .report import save_results
-from .server_process import ServerProcess
+from tango_rt.benchmarks.loadtest import markdown as load_markdown
+from tango_rt.benchmarks.loadtest import run as load_run
+from tango_rt.benchmarks.machine import machine_info
+from tango_rt.benchmarks.report import save_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # test infrastructure (the exact answers)
+from server_process import ServerProcess
 
 
 def saturation(model: str, max_batch: int, body: dict, concurrency: int, seconds: float, requests: int | None,
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     body = {"prompt": "An audience cheering and clapping", "steps": args.steps, "scheduler": "ddim"}
     if args.duration:
         body["duration"] = args.duration
-    result: dict = {"command": "python -m tango_rt.benchmarks.serve_load " + " ".join(argv or sys.argv[1:]),
+    result: dict = {"command": "python studies/serve_load/serve_load.py " + " ".join(argv or sys.argv[1:]),
                     "machine": machine_info(), "body": body}
     for batch in (1, 4):
         result[f"saturation_max_batch_{batch}"] = saturation(args.model, batch, body, args.concurrency,

@@ -2,8 +2,8 @@
 variation of a 10 s clip at strength 0.5, a 60 s long-form clip with its time to first segment, and an 8 s loop;
 plus the audio front end and the VAE encoder per 10 s clip.
 
-    python -m tango_rt.benchmarks.editing_cost --model EXPORT --backend openvino --precision bf16 \\
-        --out benchmarks/results/editing_cpu
+    python studies/editing_cost/editing_cost.py --model EXPORT --backend openvino --precision bf16 \\
+        --out studies/editing_cost/results
 
 EXPORT is `tango-rt export --model random:full` (timing needs no trained weights). Defaults are the CPU preset:
 UniPC with Karras sigmas at 15 steps. Every stage is timed inside the calls (runtime/instrument.py), so the UNet
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.instrument import Recorder, instrument
-from ..runtime.tango import Tango
-from .machine import machine_info
-from .report import save_study
+from tango_rt.benchmarks.machine import machine_info
+from tango_rt.benchmarks.report import save_study
+from tango_rt.runtime.instrument import Recorder, instrument
+from tango_rt.runtime.tango import Tango
 
 PROMPT = "Rain falling on a tin roof with distant thunder"
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--scheduler", default="unipc")
     parser.add_argument("--karras", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--out", default="benchmarks/results/editing_cpu")
+    parser.add_argument("--out", default="studies/editing_cost/results")
     args = parser.parse_args(argv)
     machine = machine_info()
     options = {"use_karras_sigmas": True} if args.karras else {}
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                f"({machine['cores']} cores). x plain clip: the feature's time over the plain 10.24 s clip's time in "
                "this run. UNet calls count guided calls (batch 2).")
     text = table(rows, context)
-    save_study(Path(args.out), "tango_rt.benchmarks.editing_cost", argv, machine, {"config": vars(args), "rows": rows},
-               "Sound design cost", text)
+    save_study(Path(args.out), __file__, argv, machine, {"config": vars(args), "rows": rows}, "Sound design cost",
+               text)
     return 0
 
 

@@ -1,12 +1,12 @@
 """What the numpy loop itself costs per UNet step, at full size, with the UNet replaced by an instant stand-in.
 
-    python -m tango_rt.benchmarks.loop_overhead --out benchmarks/results/loop_overhead
+    python studies/loop_overhead/loop_overhead.py --out studies/loop_overhead/results
 
 Every step the loop hands the UNet host arrays and takes one back: a GPU backend copies them host -> device and
 the result device -> host and synchronises. This measures, on the CPU, the loop's own work per step (sampler
 update, CFG split and combine, input concatenation, the shape and finiteness checks) and the bytes a GPU backend
 moves per step, for the default and the fast sampler at batch 1 and 4. The copy's share of a GPU step is those
-bytes over the link's bandwidth divided by the GPU UNet step time; the GPU script (benchmarks/gpu) measures the
+bytes over the link's bandwidth divided by the GPU UNet step time; the GPU script (studies/first_gpu) measures the
 latter. Keeping latents on the device would need device-side samplers (torch or CuPy arrays in place of numpy):
 every sampler's update and multistep history moved, which is why this measures first.
 """
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.backends.base import Component
-from ..runtime.checkpoint import load_checkpoint
-from ..runtime.noise import NoiseSource, row_generators
-from ..runtime.pipeline import TangoPipeline, TextConditioning
-from ..runtime.schedulers import make_scheduler
-from ..runtime.specs import TYPICAL_TEXT_LEN, UNET, component_specs
-from .machine import machine_info
-from .report import save_results
+from tango_rt.benchmarks.machine import machine_info
+from tango_rt.benchmarks.report import save_results
+from tango_rt.runtime.backends.base import Component
+from tango_rt.runtime.checkpoint import load_checkpoint
+from tango_rt.runtime.noise import NoiseSource, row_generators
+from tango_rt.runtime.pipeline import TangoPipeline, TextConditioning
+from tango_rt.runtime.schedulers import make_scheduler
+from tango_rt.runtime.specs import TYPICAL_TEXT_LEN, UNET, component_specs
 
 TEXT_LEN = TYPICAL_TEXT_LEN
 
@@ -72,7 +72,7 @@ def measure(sampler: str, steps: int, batch: int, repeat: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results/loop_overhead")
+    parser.add_argument("--out", default="studies/loop_overhead/results")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     rows = [measure(s, n, b, args.repeat) for s, n in (("ddpm", 100), ("unipc", 15)) for b in (1, 4)]
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['h2d_bytes_per_step'] / 1e6:.2f} | {r['d2h_bytes_per_step'] / 1e6:.2f} |")
     table = "\n".join(lines)
     print(table)
-    result = {"command": "python -m tango_rt.benchmarks.loop_overhead", "machine": machine_info(), "rows": rows}
+    result = {"command": "python studies/loop_overhead/loop_overhead.py", "machine": machine_info(), "rows": rows}
     save_results(Path(args.out), result, f"# Loop overhead per UNet step (UNet stand-in, full-size shapes)\n\n"
                  f"Command: `{result['command']}`\n\n{table}\n")
     return 0

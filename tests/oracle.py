@@ -1,7 +1,7 @@
 """A UNet that has learned something, for judging lossy options: a small Tango-shaped UNet trained, in minutes on
 2 CPU cores, on a conditional latent distribution whose exact form is known.
 
-    python -m tango_rt.benchmarks.oracle --out tests/fixtures/oracle     # train, save in the original layout
+    python tests/fixtures/oracle/make_oracle.py     # train, save in the original layout, beside the script
 
 Random weights say nothing about what skipping guidance or reusing deep features does to a trained model's
 samples, and the Gaussian-mixture study (sampler_quality) has no UNet inside. This oracle has both: a
@@ -31,6 +31,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from truth import sliced_wasserstein
+
+from tango_rt.runtime.guidance import UNetPlan
+from tango_rt.runtime.noise import NoiseSource, row_generators
+from tango_rt.runtime.presets import FAST
 
 PROMPTS = ("a low electric hum", "birdsong at dawn", "rain on a tin roof", "a dog barks twice")
 CHANNELS, FRAMES, BINS = 8, 8, 16
@@ -52,7 +57,7 @@ UNET_CONFIG = {  # Tango's block types and layout (runtime/data/unet_config.json
                                                       "CrossAttnUpBlock2D"],
     "use_linear_projection": True, "upcast_attention": True,
 }
-TINY = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tango-tiny"  # T5, VAE, vocoder to reuse
+TINY = Path(__file__).resolve().parent / "fixtures" / "tango-tiny"  # T5, VAE, vocoder to reuse
 SHARED_FILES = ("vae_config.json", "vocoder_config.json", "pytorch_model_vae.bin", "stft_config.json",
                 "pytorch_model_stft.bin")
 
@@ -92,10 +97,34 @@ class Truth:
         return coefficients, np.sqrt((residual**2).mean(axis=1))
 
 
+def sample(tango, plan: UNetPlan, seed: int = 0, count: int = 256, scheduler: str = FAST["scheduler"],
+           options: dict | None = None, steps: int = FAST["steps"], guidance: float = 3.0) -> np.ndarray:
+    """(prompts, count, 8, 8, 16) latents of the oracle through the runtime's loop (the fast preset's sampler by
+    default), the same seeds for every configuration."""
+    pipeline = tango.pipeline
+    out = []
+    for index, prompt in enumerate(PROMPTS):
+        text = pipeline.encode_text([prompt], count, guided=guidance > 1)
+        noise = NoiseSource(row_generators(seed + index, count))
+        sampler = tango.scheduler(scheduler, **(FAST["scheduler_options"] if options is None else options))
+        out.append(pipeline.denoise(text, sampler, steps, guidance, noise, latent_frames=FRAMES, plan=plan))
+    return np.stack(out)
+
+
+def measure(samples: np.ndarray, truth: Truth, reference: np.ndarray | None, truth_sets: list[np.ndarray]) -> dict:
+    coefficients = [truth.project(s)[0] for s in samples]
+    residual = float(np.mean([truth.project(s)[1].mean() for s in samples]))
+    sw = float(np.mean([sliced_wasserstein(c, t) for c, t in zip(coefficients, truth_sets, strict=True)]))
+    row = {"sw": sw, "residual_rms": residual}
+    if reference is not None:
+        row["vs_full"] = float(np.sqrt(np.mean((samples - reference) ** 2) / np.mean(reference**2)))
+    return row
+
+
 def text_conditioning() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(embeddings (K, L, 32), masks (K, L), empty-prompt embedding (1, L, 32), its mask) from the tiny fixture's
     T5, through the runtime's own tokenizer and encoder: what generation will feed the UNet."""
-    from ..runtime.tango import Tango
+    from tango_rt.runtime.tango import Tango
 
     pipeline = Tango(str(TINY), device="cpu").pipeline
     text = pipeline.encode_text(list(PROMPTS), 1, guided=True)
@@ -108,8 +137,8 @@ def train(steps: int, batch: int = 64, seed: int = SEED, threads: int = 2, progr
     import torch
     from diffusers import UNet2DConditionModel
 
-    from ..runtime.schedulers import default_scheduler_config
-    from ..runtime.schedulers.config import SchedulerConfig, alphas_cumprod
+    from tango_rt.runtime.schedulers import default_scheduler_config
+    from tango_rt.runtime.schedulers.config import SchedulerConfig, alphas_cumprod
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -172,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--out", default="tests/fixtures/oracle")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "fixtures" / "oracle"))
     args = parser.parse_args(argv)
     started = time.perf_counter()
     unet = train(args.steps, args.batch, args.seed)
