@@ -61,19 +61,24 @@ class FeatureCache:
     def __init__(self) -> None:
         self.feature: np.ndarray | None = None
         self.guided = False
+        self._conditional: np.ndarray | None = None  # the conditional half of a guided feature, made once
 
     def store(self, feature: np.ndarray, guided: bool) -> None:
-        self.feature, self.guided = feature, guided
+        self.feature, self.guided, self._conditional = feature, guided, None
 
     def rows(self, guided: bool) -> np.ndarray:
-        """The feature for a step: all of a guided one, or the conditional half for an unguided step."""
+        """The feature for a step: all of a guided one, or the conditional half for an unguided step. The same
+        array for every step until the feature changes, so a backend that skips re-copying an unchanged input
+        (TensorRT) does not upload it again."""
         if guided or not self.guided:
             return self.feature
-        return np.ascontiguousarray(self.feature[len(self.feature) // 2 :])
+        if self._conditional is None:
+            self._conditional = np.ascontiguousarray(self.feature[len(self.feature) // 2 :])
+        return self._conditional
 
     def select(self, keep: np.ndarray) -> None:
         """Keep the clips `keep` (indices), both CFG halves of a guided feature: rows withdrawn between steps."""
         if self.feature is None:
             return
         half = len(self.feature) // 2
-        self.feature = self.feature[np.concatenate([keep, half + keep]) if self.guided else keep]
+        self.store(self.feature[np.concatenate([keep, half + keep]) if self.guided else keep], self.guided)

@@ -5,7 +5,8 @@ sampler options inside them) goes through `Option.check`:
 
 1. one coercion rule, `plain`: numpy scalars become the Python scalar they hold (np.int64(5) -> 5, np.float32(2.5)
    -> 2.5, np.bool_ -> bool), numpy arrays and tuples become lists; nothing else is converted (a string is never
-   read as a number, a float never as an integer, a bool never as a number);
+   read as a number, a bool never as a number, and a float is an integer only when it is one, 2.0, as JSON Schema
+   reads numbers);
 2. the kind's strict check with its bounds, whose message names the option, the rule and the value given;
 3. the option's `rule`, for what type and bounds cannot say (an interval's order, spans that overlap), kept in the
    home of the thing it checks.
@@ -68,6 +69,11 @@ def is_default(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integral(value: Any) -> Any:
+    """2.0 is an integer, as JSON (Schema) reads numbers; anything else is left as it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _is_number(value: Any) -> bool:
@@ -159,6 +165,7 @@ class Option:
         return self.high is None or value <= self.high
 
     def _check_int(self, name: str, value: Any) -> int:
+        value = _integral(value)
         if not _is_int(value) or not self._in_bounds(value):
             raise self._refuse(name, value)
         return int(value)
@@ -197,6 +204,7 @@ class Option:
         return tuple(self._check_pair(f"{name}[{i}]", span) for i, span in enumerate(value))
 
     def _check_indices(self, name: str, value: Any) -> tuple[int, ...]:
+        value = [_integral(v) for v in value] if isinstance(value, list) else value
         if not isinstance(value, list) or len(value) > (self.items or math.inf) or not all(
                 _is_int(v) and self.low <= v < self.high for v in value):
             raise self._refuse(name, value)
@@ -208,18 +216,21 @@ class Option:
         unknown = sorted((k for k in value if k not in self.fields), key=str)
         if unknown:
             raise InputError(f"unknown key(s) {unknown} in {name}; known: {sorted(self.fields)}")
+        nulls = sorted(k for k, v in value.items() if v is None)
+        if nulls:
+            raise InputError(f"{name}: null is not a value of {nulls}; leave the key out")
         return {key: self.fields[key].check(f"{name}.{key}", v) for key, v in value.items()}
 
     # ---- JSON Schema --------------------------------------------------------------------------------------------
-    def schema(self, high: float | None = None) -> dict[str, Any]:
-        """This option as JSON Schema (OpenAPI 3.1), with `high` in place of its own upper bound (a server cap)."""
+    def schema(self, high: float | None = None, nullable: bool = True, default: Any = None) -> dict[str, Any]:
+        """This option as JSON Schema (OpenAPI 3.1), with `high` in place of its own upper bound (a server cap) and
+        `default` in place of its own default; `nullable=False`: null is not a value (leave the field out)."""
         body = self._schema(self.high if high is None else high)
-        if self.required:
-            pass
-        elif self.default is None:
+        default = self.default if default is None else default
+        if default is not None:
+            body["default"] = plain(default)
+        elif nullable and not self.required:
             body = {"anyOf": [body, {"type": "null"}], "default": None}
-        else:
-            body["default"] = plain(self.default)
         if self.help:
             body["description"] = self.help
         return body
@@ -251,7 +262,7 @@ class Option:
             return {"type": "array", "maxItems": self.items,
                     "items": {"type": "integer", "minimum": self.low, "maximum": high - 1}}
         return {"type": "object", "additionalProperties": False,
-                "properties": {key: option.schema() for key, option in self.fields.items()}}
+                "properties": {key: option.schema(nullable=False) for key, option in self.fields.items()}}
 
 
 def _num(value: float | None) -> str:

@@ -121,11 +121,21 @@ class TangoPipeline:
         mean, logvar = self.component(VAE_ENCODER)(mel=np.ascontiguousarray(mel[:, None], dtype=np.float32))
         return mean, logvar
 
+    def fixed_frames(self) -> int | None:
+        """The one clip length (latent frames) a model of fixed shapes runs (static engines), else None."""
+        declared = self.ranges.get("latent_frames")
+        return declared.min if declared is not None and declared.min == declared.max else None
+
     def check_latent_frames(self, frames: int) -> None:
         """Refuse a clip length the exported graphs were not declared for, in seconds and with the fix."""
         declared = self.ranges.get("latent_frames")
         if declared is None or declared.check(frames) is None:
             return
+        if declared.min == declared.max:
+            raise InputError(
+                f"duration {self.config.duration(frames):.2f} s ({frames} latent frames): this model runs only "
+                f"{self.config.duration(declared.min):.2f} s ({declared.min} frames; engines of one fixed length); "
+                "ask for that length, or build engines with a range: tango-rt build without --static")
         low, high = self.config.duration(declared.min), self.config.duration(declared.max)
         raise InputError(
             f"duration {self.config.duration(frames):.2f} s ({frames} latent frames) is outside what this exported "

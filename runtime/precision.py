@@ -11,7 +11,8 @@ ONNX graph declares, which means an engine built from an FP16 export inherits th
 
 Why these parts:
 - text encoder: Flan-T5 overflows in FP16 (NaN after a few layers), so the whole network stays FP32.
-- UNet: the model sets `upcast_attention: true` (SD-2-style attention needs FP32 scores and softmax), and the
+- UNet: the timestep enters in FP32 (fractional Karras timesteps lose their fraction in FP16); the model sets
+  `upcast_attention: true` (SD-2-style attention needs FP32 scores and softmax), and the
   sinusoidal time embedding takes sin/cos of t * freq (up to ~1000 rad), a phase FP16 cannot resolve. In torch,
   diffusers computes the time embedding in FP32 itself and SDPA's fused kernels accumulate the softmax in FP32,
   so no torch module needs hooks; the exported graph has no such guarantees, hence the ONNX node patterns.
@@ -38,11 +39,14 @@ RUNTIME_PRECISIONS = (FP32, FP16, BF16)  # what a backend's precision option can
 
 @dataclass(frozen=True)
 class PrecisionPolicy:
-    """FP32 islands of one network, as ONNX node-name and torch module-name patterns (re.search)."""
+    """FP32 islands of one network, as ONNX node-name and torch module-name patterns (re.search), and the inputs
+    that enter it in FP32 whatever its precision (the graphs' inputs are float32 by declaration; a torch FP16
+    network would otherwise receive them cast to FP16)."""
 
     whole_graph_fp32: bool = False
     onnx_nodes: tuple[str, ...] = ()
     torch_modules: tuple[str, ...] = ()
+    fp32_inputs: tuple[str, ...] = ()
 
     def fp32_nodes(self, node_names: Iterable[str]) -> list[str]:
         """ONNX nodes (names as the TorchScript exporter writes module scopes) that stay FP32 under FP16."""
@@ -62,6 +66,9 @@ UNET_POLICY = PrecisionPolicy(
         r"/time_proj/",  # sinusoidal timestep embedding
         r"/attn[12]/(MatMul|Softmax|Mul|Div|Sqrt|Add|Where)(_\d+)?$",  # q*s, k*s, q@k, +mask, softmax, @v
     ),
+    # Karras-sigma timesteps are fractional (987.3, ...): FP16 keeps 0.5 of resolution above 512, so an FP16
+    # timestep would be another timestep than the FP32 path and the exported graphs see
+    fp32_inputs=("timestep",),
 )
 PRECISION_POLICY: dict[str, PrecisionPolicy] = {
     TEXT_ENCODER: PrecisionPolicy(whole_graph_fp32=True),

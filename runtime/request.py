@@ -38,6 +38,7 @@ from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
 from .schedulers.config import MAX_SIGMA, SCHEDULER_OPTIONS
 
 MAX_SECONDS = 3600.0  # the longest clip, extension or span end anyone may ask for (an hour)
+MIN_SECONDS = 0.01  # the shortest clip or extension: 160 samples (a clip of no samples is no clip)
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE = 100.0  # far above any useful scale (Tango's is 3)
 MAX_STEPS = 1000  # the training schedule's length: no sampler takes more
@@ -80,7 +81,7 @@ class GenerationRequest:
                             choices=SCHEDULER_NAMES)
     scheduler_options: tuple[tuple[str, Any], ...] | None = field(
         default=None, metadata={"option": dataclasses.replace(SCHEDULER_OPTIONS, rule=_scheduler_options)})
-    duration: float | None = option("number", None, "clip length in seconds (default 10.24)", low=0, open_low=True,
+    duration: float | None = option("number", None, "clip length in seconds (default 10.24)", low=MIN_SECONDS,
                                     high=MAX_SECONDS, cap="max_duration_s")
     seed: int | None = option("int", None, "random seed (omitted: a fresh one)", low=0, high=MAX_SEED,
                               per_clip=True)
@@ -89,7 +90,7 @@ class GenerationRequest:
     inpaint: tuple[tuple[float, float], ...] | None = option(
         "spans", None, "with audio: [start, end] seconds to regenerate", low=0, high=MAX_SECONDS, items=MAX_SPANS,
         rule=_spans, flag="--inpaint", metavar="START:END")
-    extend: float | None = option("number", None, "with audio: seconds to add after it", low=0, open_low=True,
+    extend: float | None = option("number", None, "with audio: seconds to add after it", low=MIN_SECONDS,
                                   high=MAX_SECONDS, cap="max_duration_s", metavar="SECONDS")
     loop: bool = option("bool", False, "a seamless loop of `duration` seconds")
     guidance_interval: tuple[float, float] | None = option(
@@ -186,8 +187,10 @@ class GenerationRequest:
         return [prompt for prompt in self.prompts for _ in range(self.samples)]
 
     def values(self) -> dict[str, Any]:
-        """Every option's value by name (no inputs): what a file's settings record and `build` takes back."""
-        return {name: getattr(self, name) for name in OPTIONS}
+        """Every option's value by name (no inputs), as `build` takes it back: what a file's settings record."""
+        values = {name: getattr(self, name) for name in OPTIONS}
+        values["scheduler_options"] = self.sampler_options if self.scheduler_options is not None else None
+        return values
 
     def shared(self) -> GenerationRequest:
         """What clips must share to run in one denoising call: this request without its per-clip options and

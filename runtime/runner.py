@@ -94,6 +94,10 @@ class Runner:
         if request.loop:
             if stream:
                 raise InputError("only long-form clips and extensions stream; loops come whole")
+            if (fixed := self.pipeline.fixed_frames()) is not None:
+                raise InputError(f"loops are generated and decoded at lengths of their own; this model runs only "
+                                 f"{config.duration(fixed):.2f} s (engines of one fixed length): build engines with a "
+                                 "range (tango-rt build without --static) for loops")
             geometry.loop_layout(duration, config, self.editor.max_frames())
             return Prepared(request, LOOP, config.audio_samples(duration))
         if stream or duration > self.editor.max_seconds() + 1e-9:

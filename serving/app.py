@@ -32,7 +32,7 @@ from .batching import QueueFull, WorkerDead
 from .guard import Gate
 from .jobs import Cancelled, Expired, Job
 from .openapi import document
-from .schema import Body, PromptTooLong, parse
+from .schema import Body, PromptTooLong, form_value, parse
 from .service import AudioTooLarge, Service
 from .settings import Settings
 
@@ -50,7 +50,7 @@ async def read_request(request: Request, settings: Settings) -> tuple[Body, byte
     `audio` part is the file and whose `request` part (or its separate form fields) hold the rest."""
     kind = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
     if kind == "multipart/form-data":
-        fields, audio = await _read_form(request, settings.max_audio_bytes)
+        fields, audio = await _read_form(request, settings.max_body_bytes)
     elif kind in ("application/json", ""):
         try:
             fields = json.loads(await request.body())
@@ -72,9 +72,10 @@ async def read_request(request: Request, settings: Settings) -> tuple[Body, byte
     return body, audio
 
 
-async def _read_form(request: Request, max_audio_bytes: int) -> tuple[dict, bytes | None]:
+async def _read_form(request: Request, max_field_bytes: int) -> tuple[dict, bytes | None]:
+    """The upload's fields (each at most the body cap; the file part's size is the gate's and load_audio's)."""
     try:
-        form = await request.form(max_files=1, max_fields=MULTIPART_FIELDS, max_part_size=max(max_audio_bytes, 1))
+        form = await request.form(max_files=1, max_fields=MULTIPART_FIELDS, max_part_size=max_field_bytes)
     except Exception as exc:  # starlette's MultiPartException and parser errors: a malformed or oversized upload
         raise InputError(f"multipart: {getattr(exc, 'message', None) or exc}") from None
     fields: dict[str, Any] = {}
@@ -89,11 +90,8 @@ async def _read_form(request: Request, max_audio_bytes: int) -> tuple[dict, byte
                 fields.update(json.loads(value))
             except (json.JSONDecodeError, TypeError, ValueError) as exc:
                 raise InputError(f"multipart: the `request` part is not a JSON object ({exc})") from None
-        else:  # a form field per request field: JSON where it parses (numbers, lists, true), else the text
-            try:
-                fields[name] = json.loads(value)
-            except json.JSONDecodeError:
-                fields[name] = value
+        else:  # a form field per request field
+            fields[name] = form_value(name, value)
     return fields, audio
 
 
@@ -159,8 +157,8 @@ GET_ROUTES = {"/health/live": handle_live, "/health/ready": handle_ready, "/metr
 def add_routes(app: FastAPI, service: Callable[[], Service], headers: Callable[[], dict] = dict) -> None:
     """Both front doors' routes, over the Service `service()` returns (this process's, or a Ray replica's), each
     answer tagged with `headers()`; the gate and the document that describes them."""
-    app.add_middleware(Gate, limits=lambda: (service().settings.api_key, service().settings.body_cap))
-    document(app, lambda: service().settings)
+    app.add_middleware(Gate, limits=lambda: service().settings.gate())
+    document(app, service)
 
     async def generate(request: Request) -> Response:
         response = await handle_generate(service(), request)
@@ -212,11 +210,9 @@ async def _generate(service: Service, request: Request, request_id: str) -> Resp
         return error(413, "prompt_too_long", str(exc))
     except InputError as exc:
         return error(422, "invalid_request", str(exc))
-    wants_json = "application/json" in request.headers.get("accept", "")
-    if body.options.get("samples", 1) != 1 and not wants_json:
-        return error(422, "invalid_request", "samples > 1 returns several clips: send Accept: application/json")
-    if body.stream and (wants_json or body.response_format == "flac"):
-        return error(422, "invalid_request", "stream=true sends wav or pcm audio as it is made: no JSON, no flac")
+    # several clips come as JSON (one audio body holds one clip); a stream comes as audio, whatever Accept says
+    wants_json = not body.stream and ("application/json" in request.headers.get("accept", "")
+                                      or body.options.get("samples", 1) != 1)
     segments: asyncio.Queue = asyncio.Queue()
     try:
         audio = await asyncio.to_thread(service.load_audio, audio_bytes) if audio_bytes is not None else None
@@ -224,6 +220,8 @@ async def _generate(service: Service, request: Request, request_id: str) -> Resp
         if body.stream:
             job.sink = _sink(segments)
         waiting = service.submit(job)
+        if body.stream:  # its end reaches the client through the sink; the future's outcome is read here
+            waiting.add_done_callback(lambda future: future.cancelled() or future.exception())
     except AudioTooLarge as exc:
         return error(413, "audio_too_large", str(exc))
     except InputError as exc:

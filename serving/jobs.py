@@ -17,6 +17,7 @@ an exception: cut off), exactly once.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,8 @@ from ..runtime.errors import Interrupted, NumericsError
 from ..runtime.noise import row_generators
 from ..runtime.request import GenerationRequest
 from ..runtime.runner import Runner
+
+log = logging.getLogger("tango_rt.serving")
 
 
 class Expired(Exception):
@@ -100,8 +103,17 @@ class Job:
             return
         self._ended = True
         resolve(self.future, result)
-        if self.sink is not None:
-            self.sink(result if isinstance(result, BaseException) else None)
+        self.send(result if isinstance(result, BaseException) else None)
+
+    def send(self, item: np.ndarray | BaseException | None) -> None:
+        """An item for the stream's sink; a sink that fails (its client's event loop gone) is logged, never raised
+        into the worker."""
+        if self.sink is None:
+            return
+        try:
+            self.sink(item)
+        except Exception:
+            log.warning("request %s: its stream could not take an item", self.request_id, exc_info=True)
 
 
 JobResult = list[np.ndarray] | BaseException  # a job's clips, or why it has none
@@ -156,7 +168,7 @@ def _deliver(job: Job, kept: list[np.ndarray], segment: np.ndarray) -> None:
     if job.sink is None:
         kept.append(segment)
     else:
-        job.sink(segment)
+        job.send(segment)
 
 
 def _outcomes(jobs: list[Job], pieces: list[list[np.ndarray]], made: list[bool], failure: BaseException | None

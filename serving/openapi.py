@@ -10,14 +10,16 @@ The document is built per call of /openapi.json, so a server started with anothe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ..runtime.audio import AUDIO_FORMATS
-from .schema import request_schema
-from .settings import Settings
+from .schema import UNSTATED_RULES, multipart_schema, request_schema
+
+if TYPE_CHECKING:
+    from .service import Service
 
 GENERATE = "/v1/audio/generate"
 REF = "#/components/schemas/"
@@ -38,12 +40,13 @@ CLIPS = {
 }
 STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 GENERATE_ERRORS = {
+    "400": "a Content-Length that is not a number",
+    "408": "the body stopped arriving (a chunk took longer than the body timeout)",
     "401": "missing or wrong API key (checked before the body is read)",
     "413": "a body, prompt or audio file past the server's cap",
     "415": "a body neither application/json nor multipart/form-data",
-    "422": "a field outside its bounds, options that do not go together (strength without audio, ...), or a clip "
-           "this model cannot make (a length outside an export's range, a span outside the input, a guidance "
-           "interval holding no step)",
+    "422": "a field outside its bounds, past the server's caps, or breaking a rule between fields; beyond what "
+           "the request schema states: " + "; ".join(UNSTATED_RULES),
     "429": "the queue is full: retry after Retry-After seconds",
     "502": "the model produced NaN or Inf for this request",
     "503": "loading, draining, the worker died, or the backend failed",
@@ -58,36 +61,36 @@ def _errors(descriptions: dict[str, str]) -> dict[str, Any]:
             for code, text in descriptions.items()}
 
 
-def _generate_operation(operation: dict) -> None:
+def _generate_operation(operation: dict, encoding: dict) -> None:
     audio = {media: {"schema": {"type": "string", "format": "binary"}} for _, media in AUDIO_FORMATS.values()}
     operation["requestBody"] = {"required": True, "content": {
         "application/json": {"schema": {"$ref": REF + "GenerateRequest"}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "audio": {"type": "string", "format": "binary"},
-            "request": {"type": "string", "description": "the other fields, as the JSON body would hold them"}}}},
+        "multipart/form-data": {"schema": {"$ref": REF + "GenerateUpload"}, "encoding": encoding},
     }}
     seed = {"X-Seed": {"schema": {"type": "string"}, "description": "the seed that reproduces the clip"}}
     operation["responses"] = {
-        "200": {"description": "the clip (audio), or every clip as JSON with Accept: application/json; a stream is "
-                               "chunked WAV or PCM, cut off (no final chunk) if it fails part-way",
+        "200": {"description": "the clip (audio); every clip as JSON with samples > 1 or Accept: application/json; "
+                               "a stream is chunked WAV or PCM, cut off (no final chunk) if it fails part-way",
                 "headers": seed, "content": {**audio, "application/json": {"schema": {"$ref": REF + "Clips"}}}},
         **_errors(GENERATE_ERRORS),
     }
 
 
-def document(app: FastAPI, settings: Callable[[], Settings]) -> None:
-    """Serve the completed document at /openapi.json, built with `settings()` when it is asked for."""
+def document(app: FastAPI, service: Callable[[], Service]) -> None:
+    """Serve the completed document at /openapi.json, built from `service()`'s settings when it is asked for."""
 
     def openapi() -> dict:
-        current = settings()
+        current = service().settings
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        body = request_schema(current, service().default_seconds())
+        upload, encoding = multipart_schema(body)
         schema.setdefault("components", {})["schemas"] = {
-            "GenerateRequest": request_schema(current), "Error": ERROR, "Clips": CLIPS, "Status": STATUS}
+            "GenerateRequest": body, "GenerateUpload": upload, "Error": ERROR, "Clips": CLIPS, "Status": STATUS}
         keyed = KEYED_ERRORS if current.api_key else {}
         for path, item in schema["paths"].items():
             for operation in item.values():
                 if path == GENERATE:
-                    _generate_operation(operation)
+                    _generate_operation(operation, encoding)
                 elif path.startswith("/health/"):
                     operation["responses"] = {"200": {"description": "alive / ready", "content": {
                         "application/json": {"schema": {"$ref": REF + "Status"}}}}, **_errors(HEALTH_ERRORS)}

@@ -133,13 +133,14 @@ def deployment(settings: Settings, replicas: int = 1, num_gpus: float = 0, autos
 def build_app(args: dict):
     """`serve run tango_rt.serving.ray_app:build_app model=... backend=... replicas=2 num_gpus=1 max_batch=4`."""
     numbers = {f.name: type(f.default) for f in fields(Settings) if type(f.default) in (int, float)}
-    known = {"model", "backend", "device", "api_key", "replicas", "num_gpus", *numbers}
+    known = {"model", "backend", "device", "api_key", "preset", "replicas", "num_gpus", *numbers}
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown argument(s) {unknown}; known: {sorted(known)}")
     given = {name: cast(args[name]) for name, cast in numbers.items() if name in args}
     settings = Settings(model=args.get("model", "declare-lab/tango2"), backend=args.get("backend", "torch"),
-                        device=args.get("device"), api_key=args.get("api_key"), warmup=True, **given)
+                        device=args.get("device"), api_key=args.get("api_key"), preset=args.get("preset"),
+                        warmup=True, **given)
     return deployment(settings, int(args.get("replicas", 1)), float(args.get("num_gpus", 0)))
 
 

@@ -23,6 +23,7 @@ import time
 import uvicorn
 
 from .app import create_app
+from .connections import guarded_protocol
 from .service import Service, Settings
 
 log = logging.getLogger("tango_rt.serving")
@@ -67,7 +68,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
     service = Service(settings)
     app = create_app(service)
     service.start()
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
+                            http=guarded_protocol(settings.header_timeout_s, settings.max_connections))
     server = DrainingServer(config, service)
     server.run()
     return server.exit_code

@@ -15,14 +15,16 @@ from ..runtime.audio_input import InputAudio
 from ..runtime.errors import InputError
 from ..runtime.instrument import Recorder, instrument
 from ..runtime.precision import FP32
-from ..runtime.request import GenerationRequest
+from ..runtime.presets import PRESETS
+from . import schema
 from .batching import Batcher
 from .jobs import Cancelled, Expired, Job, run_jobs
 from .metrics import Metrics
-from .schema import Body, check_caps
+from .schema import STREAM_FORMATS, Body, check_caps
 from .settings import Settings
 
 log = logging.getLogger("tango_rt.serving")
+DEFAULT_SECONDS = 163872 / 16000  # Tango's clip: 256 latent frames
 
 
 class MetricsRecorder(Recorder):
@@ -122,19 +124,27 @@ class Service:
         export's range, a span outside the input, a guidance interval holding no step)."""
         if body.stream and body.options.get("samples", 1) != 1:
             raise InputError("stream=true sends one clip: samples must be 1")
-        request = GenerationRequest.build([body.prompt], **body.options, audio=audio)
-        check_caps(request, self.settings, self.tango.pipeline.config.duration())
+        if body.stream and body.response_format not in STREAM_FORMATS:
+            raise InputError(f"stream=true sends audio as it is made: response_format {list(STREAM_FORMATS)}, not "
+                             f"{body.response_format!r}")
+        request = schema.request(body, self.settings, audio)
+        check_caps(request, self.settings, self.default_seconds())
         if request.seed is None:
             request = dataclasses.replace(request, seed=secrets.randbits(63))
         prepared = self.tango.runner.prepare(request, max_audio_s=self.settings.max_audio_s, stream=body.stream)
         return Job(request, time.monotonic() + self.settings.timeout_s, request_id, stream=body.stream,
                    length=prepared.samples)
 
+    def default_seconds(self) -> float:
+        """A clip's length when a request gives none: the model's (10.24 s for Tango; before it is loaded, Tango's)."""
+        return self.tango.pipeline.config.duration() if self.tango is not None else DEFAULT_SECONDS
+
     def describe(self) -> dict:
         """What is loaded: for GET /v1/models."""
         s = self.settings
         info = {"id": s.model, "backend": s.backend, "device": s.device, "ready": self.ready.is_set(),
-                "max_batch": getattr(self, "max_rows", s.max_batch), "limits": s.limits()}
+                "max_batch": getattr(self, "max_rows", s.max_batch), "limits": s.limits(),
+                "preset": s.preset, "presets": PRESETS, "defaults": schema.defaults(s)}
         if self.tango is not None:
             pipeline = self.tango.pipeline
             info["sample_rate"] = pipeline.config.sample_rate

@@ -35,6 +35,10 @@ class Settings:
     max_audio_s: float = 30.0
     api_key: str | None = None
     warmup: bool = True
+    header_timeout_s: float = 60.0  # a connection's first request headers must arrive within this (nginx's 60 s)
+    body_timeout_s: float = 60.0  # each chunk of a request body must arrive within this (nginx's 60 s)
+    max_connections: int = 256  # open connections; past it a new one gets 503 and is closed
+    preset: str | None = None  # the defaults of options a request leaves out (runtime/presets.py); None: the original's
 
     def body_cap(self, content_type: str) -> int:
         """The body cap the gate enforces before parsing: `max_body_bytes` for a request, plus room for one audio
@@ -45,6 +49,10 @@ class Settings:
             return self.max_body_bytes
         audio = self.max_audio_bytes if kind == "multipart/form-data" else -(-4 * self.max_audio_bytes // 3)
         return self.max_body_bytes + audio + MULTIPART_OVERHEAD
+
+    def gate(self) -> tuple[str | None, Any, float]:
+        """What the front gate (serving/guard.py) checks: the key, the body cap by media type, the body timeout."""
+        return self.api_key, self.body_cap, self.body_timeout_s
 
     def cap(self, name: str) -> float:
         """A per-request cap by the name an option declares (runtime/request.py: Option.cap): a setting, or one
@@ -61,4 +69,5 @@ class Settings:
         return {"max_steps": self.max_steps, "max_duration_s": self.max_duration_s, "max_samples": self.max_samples,
                 "max_prompt_chars": self.max_prompt_chars, "max_body_bytes": self.max_body_bytes,
                 "max_audio_bytes": self.max_audio_bytes, "max_audio_s": self.max_audio_s,
-                "timeout_s": self.timeout_s}
+                "timeout_s": self.timeout_s, "header_timeout_s": self.header_timeout_s,
+                "body_timeout_s": self.body_timeout_s, "max_connections": self.max_connections}

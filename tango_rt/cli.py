@@ -19,6 +19,7 @@ from .runtime.config import DEFAULT_MAX_BATCH
 from .runtime.errors import InputError, TangoError, TangoWarning
 from .runtime.guidance import CACHE_SCHEDULES
 from .runtime.precision import EXPORT_PRECISIONS, FP32, RUNTIME_PRECISIONS
+from .runtime.presets import PRESETS
 from .runtime.schedulers import SCHEDULER_NAMES
 from .runtime.schedulers.config import option_pairs
 from .runtime.specs import STATIC_TEXT_LEN
@@ -210,7 +211,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         timeout_s=args.timeout, max_prompt_chars=args.max_prompt_chars, max_steps=args.max_steps,
                         max_duration_s=args.max_duration, max_samples=args.max_samples,
                         max_body_bytes=args.max_body_bytes, max_audio_bytes=args.max_audio_bytes,
-                        max_audio_s=args.max_audio_seconds, api_key=api_key)
+                        max_audio_s=args.max_audio_seconds, api_key=api_key, header_timeout_s=args.header_timeout,
+                        body_timeout_s=args.body_timeout, max_connections=args.max_connections, preset=args.preset)
     if args.ray:
         from .serving.ray_app import run as run_ray
 
@@ -360,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="HTTP API with micro-batching, a bounded queue and metrics")
     _add_runtime_args(srv)
     served = Settings("")  # the defaults live there
+    srv.add_argument("--preset", default=None, choices=list(PRESETS),
+                     help="the defaults of options a request leaves out (default: the original's)")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--max-batch", type=int, default=served.max_batch,
@@ -379,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="largest input audio file (413); 0 turns audio input off")
     srv.add_argument("--max-audio-seconds", type=float, default=served.max_audio_s,
                      help="longest input audio (seconds, 422)")
+    srv.add_argument("--header-timeout", type=float, default=served.header_timeout_s,
+                     help="seconds a connection's request headers may take to arrive; beyond it: 408, closed")
+    srv.add_argument("--body-timeout", type=float, default=served.body_timeout_s,
+                     help="seconds each chunk of a request body may take to arrive; beyond it: 408, closed")
+    srv.add_argument("--max-connections", type=int, default=served.max_connections,
+                     help="open connections; past it a new one gets 503 and is closed")
     srv.add_argument("--api-key-file", default=None, help="file holding the key clients must send")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--ray", action="store_true", help="run on Ray Serve (pip install 'tango-rt[ray]')")

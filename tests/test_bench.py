@@ -93,8 +93,8 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
 
     out = tmp_path / "bench"
     code = main(["bench", "--model", str(onnx_dir), "--backends", "torch,onnxruntime", "--steps", "1",
-                 "--batch", "1,2", "--warmup", "0", "--repeat", "2", "--device", "cpu", "--out", str(out),
-                 "--work", str(tmp_path / "work")])
+                 "--duration", "1", "--batch", "1,2", "--warmup", "0", "--repeat", "2", "--device", "cpu",
+                 "--out", str(out), "--work", str(tmp_path / "work")])
     assert code == 0
     result = json.loads((out / "results.json").read_text())
     assert result["schema_version"] == 2 and result["machine"]["cores"] >= 1 and result["baseline"] == "torch"

@@ -121,9 +121,9 @@ def test_bad_edit_requests_are_input_errors_and_the_object_stays_usable(tiny_tan
     assert tiny_tango.generate("rain", steps=1, duration=0.5, seed=0).shape == (8000,)
 
 
-@pytest.mark.parametrize(("seconds", "match"), [(0, r"extend must be a finite number in \(0, 3600\]"),
-                                                 (-2, r"extend must be a finite number in \(0, 3600\]"),
-                                                 (float("nan"), r"extend must be a finite number in \(0, 3600\]")])
+@pytest.mark.parametrize(("seconds", "match"), [(0, r"extend must be a finite number in \[0.01, 3600\]"),
+                                                 (-2, r"extend must be a finite number in \[0.01, 3600\]"),
+                                                 (float("nan"), r"extend must be a finite number in \[0.01, 3600\]")])
 def test_bad_extension_is_an_input_error(tiny_tango, seconds, match):
     with pytest.raises(InputError, match=match):
         tiny_tango.extend("rain", WAV, seconds, steps=1)
@@ -334,3 +334,28 @@ sys.exit(1 if heavy else 0)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_model_of_one_fixed_length_runs_every_window_at_it_and_refuses_loops(tiny_tango, monkeypatch):
+    """Static engines (latent frames min == max) run one length only: long-form and extension windows all run at
+    it (the last one past the end, cut in the waveform), the extension's tail is encoded at it, and what cannot be
+    made at it (a loop, a shorter single pass) is an InputError naming the length before any work. Emulated on the
+    torch model by declaring the range an engine folder would (32 frames, 1.28 s)."""
+    from tango_rt.runtime.specs import DimRange
+
+    pipeline = tiny_tango.pipeline
+    monkeypatch.setattr(pipeline, "ranges", {**pipeline.ranges, "latent_frames": DimRange(32, 32, 32, 8)})
+    denoised = _record(monkeypatch, pipeline, "denoise")
+    encoded = []
+    encode = pipeline.encode_mel
+    monkeypatch.setattr(pipeline, "encode_mel", lambda mel: encoded.append(mel.shape[1]) or encode(mel))
+    long = tiny_tango.generate("rain", steps=2, duration=3.0, seed=0, scheduler="ddim")
+    assert long.shape == (48000,) and len(denoised) >= 3 and {f for f, _ in denoised} == {32}
+    denoised.clear()
+    extended = tiny_tango.extend("rain", WAV, 2.0, steps=2, seed=0, scheduler="ddim")
+    assert len(extended) == round(1.3 * RATE) + 2 * RATE and {f for f, _ in denoised} == {32}
+    assert encoded == [pipeline.config.mel_frames(32)]
+    refused = [(dict(duration=1.0, loop=True), "loops are generated"), (dict(duration=0.5), "runs only 1.28 s")]
+    for call, words in refused:
+        with pytest.raises(InputError, match=words):
+            tiny_tango.generate("rain", steps=2, seed=0, **call)

@@ -523,3 +523,42 @@ def test_force_replaces_only_folders_tango_rt_wrote_and_never_its_input(tmp_path
         prepare_output_folder(mine, force=True, inputs=[mine])
     with pytest.raises(ArtifactError, match="would replace the input"):
         prepare_output_folder(tmp_path, force=True, inputs=[mine / "onnx"])
+
+
+def test_io_binding_binds_outputs_on_the_sessions_own_gpu(tiny_tango):
+    """On cuda:N the session's providers carry device_id N (with_device_id); the outputs must be bound there too,
+    not on device 0. A stand-in session on "GPU 1" records what is bound."""
+    from tango_rt.runtime.backends.ort_backend import OrtComponent, with_device_id
+    from tango_rt.runtime.specs import VOCODER, component_specs
+
+    spec = component_specs(tiny_tango.pipeline.config)[VOCODER]
+    bound = []
+
+    class Binding:
+        def bind_cpu_input(self, name, array):
+            pass
+
+        def bind_output(self, name, device_type="cpu", device_id=0):
+            bound.append((name, device_type, device_id))
+
+        def get_outputs(self):
+            return [type("Value", (), {"numpy": lambda self: np.zeros((1, 8), np.float32)})()]
+
+    class Session:
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def get_provider_options(self):
+            return {"CUDAExecutionProvider": {"device_id": "1"}, "CPUExecutionProvider": {}}
+
+        def io_binding(self):
+            return Binding()
+
+        def run_with_iobinding(self, binding):
+            pass
+
+    assert with_device_id(["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda:1")[0] == \
+        ("CUDAExecutionProvider", {"device_id": 1})
+    component = OrtComponent(spec, Session(), None, io_binding=True, graph="vocoder.onnx")
+    component.run({"mel": np.zeros((1, 32, 64), np.float32)}, spec.output_names)
+    assert bound == [(name, "cuda", 1) for name in spec.output_names]

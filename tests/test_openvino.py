@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FIXTURE, INT16_LSB, TOL_LATENTS, outputs
+from conftest import FIXTURE, INT16_LSB, TOL_LATENTS, TOL_VAE_ENCODER, outputs
 from tango_rt.export.check import compare, thresholds
 from tango_rt.runtime.errors import BackendError
 from tango_rt.runtime.specs import COMPONENTS, component_specs, dims
@@ -162,3 +162,32 @@ def test_static_shapes_pad_prompt_lengths_to_one_compile(onnx_dir, tiny_tango, n
     assert len(static.compiled) == 1
     assert next(iter(static.compiled))[component_specs(config)[name].input_names.index(
         "input_ids" if name == "text_encoder" else "encoder_hidden_states")][1] == TEXT_BUCKET
+
+
+def test_outputs_are_read_by_name_not_by_position(onnx_dir, ov_tango, tmp_path):
+    """The VAE encoder's mean and log-variance have one shape: a graph that declares them in the other order must
+    not swap them. The exported graph with its outputs reversed, compiled as the backend compiles it, gives the
+    same (mean, logvar) as the original graph."""
+    import onnx
+    import openvino as ov
+
+    from tango_rt.runtime.backends.ov_backend import OpenVINOComponent
+    from tango_rt.runtime.specs import VAE_ENCODER
+
+    graph = onnx.load(str(onnx_dir / "vae_encoder.onnx"))
+    reversed_outputs = list(graph.graph.output)[::-1]
+    del graph.graph.output[:]
+    graph.graph.output.extend(reversed_outputs)
+    path = tmp_path / "vae_encoder_reversed.onnx"
+    onnx.save(graph, str(path))
+    spec = component_specs(ov_tango.pipeline.config)[VAE_ENCODER]
+    core = ov.Core()
+    model = core.read_model(str(path))
+    assert [p.get_any_name() for p in model.outputs] == spec.output_names[::-1]
+    component = OpenVINOComponent(spec, core, model, path, "CPU", {}, None, "fp32", static_shapes=False)
+    mel = spec.sample_inputs(dims(ov_tango.pipeline.config, 1, 8, 32), ov_tango.pipeline.config, seed=3)
+    expected = ov_tango.pipeline.component(VAE_ENCODER)(**mel)
+    got = component(**mel)
+    assert not np.allclose(expected[0], expected[1])  # the test would not see a swap otherwise
+    for a, b in zip(got, expected, strict=True):  # two compilations of one computation: kernel rounding only
+        np.testing.assert_allclose(a, b, **TOL_VAE_ENCODER)

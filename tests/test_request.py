@@ -28,10 +28,12 @@ def test_numpy_scalars_and_arrays_follow_one_rule():
     assert request.guidance_interval == (0.5, 3.0) and request.samples == 2 and request.seed == 7
     assert request.sampler_options == {"use_karras_sigmas": True, "solver_order": 2}
     assert plain((np.float64(1.5), [np.int8(2)])) == [1.5, [2]]
+    integral = GenerationRequest.build(["rain"], steps=5.0, cache_interval=np.float32(4))  # integers, as JSON reads
+    assert integral.steps == 5 and type(integral.steps) is int and integral.cache_interval == 4
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("steps", "5"), ("steps", 5.0), ("steps", True), ("cache_interval", np.float32(4)), ("guidance", "3"),
+    ("steps", "5"), ("steps", 5.5), ("steps", True), ("cache_interval", np.float32(4.5)), ("guidance", "3"),
     ("guidance", np.bool_(True)), ("duration", float("nan")), ("loop", 1), ("guidance_interval", "0.5:3"),
     ("guidance_interval", [0.5]), ("scheduler", 3), ("samples", np.array([1, 2])), ("seed", 2**63),
 ])
@@ -91,7 +93,8 @@ def _accepts(schema: dict, value) -> bool:
         return any(type(value) is type(c) and value == c for c in schema["enum"])
     kind = schema.get("type")
     checks = {"null": value is None, "boolean": isinstance(value, bool), "string": isinstance(value, str),
-              "integer": isinstance(value, int) and not isinstance(value, bool),
+              "integer": (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+              and not isinstance(value, bool),
               "number": isinstance(value, (int, float)) and not isinstance(value, bool),
               "array": isinstance(value, list), "object": isinstance(value, dict)}
     if not checks[kind]:
@@ -108,7 +111,7 @@ def _accepts(schema: dict, value) -> bool:
 
 
 EDGES = {
-    "int": lambda o: [o.low, o.low - 1, o.high, (o.high or 0) + 1, 2.0, True],
+    "int": lambda o: [o.low, o.low - 1, o.high, (o.high or 0) + 1, 2.0, 2.5, True],
     "number": lambda o: [o.low, o.low + 1e-9, o.low - 1e-9, o.high, (o.high or 0) + 1e-6, "1", False],
     "choice": lambda o: [*o.choices, "nope", 1],
     "bool": lambda o: [True, False, 1, "true"],

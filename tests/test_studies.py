@@ -55,7 +55,7 @@ def test_first_gpu_check_writes_its_table_and_reports_a_failed_variant_as_a_row(
     non-zero exit so a failure is not mistaken for a pass."""
 
     assert study("first_gpu").main(["--device", "cpu", "--model", "random:tiny", "--variants", "fp32,fp32+turbo,fp16",
-                                    "--repeat", "1", "--out", str(tmp_path)]) == 1
+                                    "--repeat", "1", "--steps", "8", "--duration", "1", "--out", str(tmp_path)]) == 1
     rows = json.loads((tmp_path / "first_gpu.json").read_text())["rows"]
     assert rows["fp32"]["unet_step_s"] > 0 and rows["fp32"]["finite"] is True
     assert rows["fp32+turbo"]["finite"] is True and rows["fp32+turbo"]["unet_cosine"] > 0.9999

@@ -338,3 +338,19 @@ def test_the_trained_oracle_has_learned_its_distribution():
     untrained = measure(sample(oracle, UNetPlan(), count=count, guidance=1.0), truth, None, sets)["sw"]
     print(f"floor {floor:.3f}, trained {trained:.3f}, untrained {untrained:.3f}")
     assert trained < 2.5 * floor and untrained > 2.5 * trained
+
+
+def test_an_unguided_shallow_step_gets_the_same_feature_array_until_it_changes():
+    """TensorRT skips re-uploading an input that is the same array as in its last call: the conditional half of a
+    guided feature is made once per full call, not once per shallow step (about 10 MB a step at full size)."""
+    from tango_rt.runtime.feature_cache import FeatureCache
+
+    cache = FeatureCache()
+    cache.store(np.arange(24, dtype=np.float32).reshape(4, 6), guided=True)
+    first = cache.rows(guided=False)
+    assert cache.rows(guided=False) is first and np.array_equal(first, np.arange(12, 24).reshape(2, 6))
+    assert cache.rows(guided=True) is cache.feature
+    cache.select(np.array([1]))  # a withdrawn row: a new feature, a new half
+    assert np.array_equal(cache.rows(guided=False), [[18, 19, 20, 21, 22, 23]])
+    cache.store(np.ones((4, 6), np.float32), guided=True)
+    assert cache.rows(guided=False) is not first and cache.rows(guided=False).sum() == 12

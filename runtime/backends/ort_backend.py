@@ -122,7 +122,10 @@ class OrtComponent(Component):
         self.session = session
         self.graph = graph  # the graph file it runs: <name>.onnx, or <name>.ort.onnx with fused attention
         self.io_binding = io_binding
-        self.output_device = "cuda" if session.get_providers()[0] in GPU_PROVIDERS else "cpu"
+        provider = session.get_providers()[0]
+        self.output_device = "cuda" if provider in GPU_PROVIDERS else "cpu"
+        # the device the session runs on (cuda:N: its provider's device_id), where outputs are bound, not device 0
+        self.device_id = int(session.get_provider_options().get(provider, {}).get("device_id", 0))
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> Outputs:
         if not self.io_binding:
@@ -132,7 +135,7 @@ class OrtComponent(Component):
             for name, array in feeds.items():
                 binding.bind_cpu_input(name, np.ascontiguousarray(array))
             for name in self.spec.output_names:
-                binding.bind_output(name, self.output_device)
+                binding.bind_output(name, self.output_device, self.device_id)
             self.session.run_with_iobinding(binding)
             values = dict(zip(self.spec.output_names, binding.get_outputs(), strict=True))
             arrays = [values[name].numpy() for name in outputs]

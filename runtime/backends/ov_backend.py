@@ -128,10 +128,9 @@ class OpenVINOComponent(Component):
         request = self._request({name: array.shape for name, array in feeds.items()})
         request.infer({name: np.ascontiguousarray(array) for name, array in feeds.items()})
         arrays = []
-        for name in outputs:
-            index = self.spec.output_names.index(name)
-            tensor = self.spec.outputs[index]
-            output = np.array(request.get_output_tensor(index).data, dtype=np.float32, copy=True)
+        for name in outputs:  # by name: outputs of one shape (the VAE encoder's) in another order must not swap
+            tensor = self.spec.outputs[self.spec.output_names.index(name)]
+            output = np.array(request.get_tensor(name).data, dtype=np.float32, copy=True)
             axis = _axis(tensor, "text_len")
             arrays.append(output if length is None or axis is None else np.take(output, range(length), axis=axis))
         return arrays[0] if len(arrays) == 1 else tuple(arrays)

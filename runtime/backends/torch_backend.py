@@ -74,13 +74,16 @@ class TorchComponent(Component):
         super().__init__(spec)
         self.module = module
         self.device, self.dtype = device, dtype
+        self.fp32_inputs = frozenset(PRECISION_POLICY[spec.name].fp32_inputs)
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+    def _tensor(self, name: str, array: np.ndarray) -> torch.Tensor:
+        """An input on the device: float inputs in the network's dtype, but those the precision policy keeps FP32."""
         array = np.ascontiguousarray(array)
         if not array.flags.writeable:  # torch.from_numpy wants writable memory
             array = array.copy()
         tensor = torch.from_numpy(array).to(self.device, non_blocking=True)
-        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+        cast = tensor.is_floating_point() and name not in self.fp32_inputs
+        return tensor.to(self.dtype) if cast else tensor
 
     def forward(self, tensors: list[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.module(*tensors)
@@ -90,7 +93,7 @@ class TorchComponent(Component):
         # the calling thread's current CUDA device is the component's (the server runs us outside the loading
         # thread): streams and CUDA graphs are created on the current device, not the module's
         with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
-            result = self.forward([self._tensor(a) for a in feeds.values()])
+            result = self.forward([self._tensor(name, a) for name, a in feeds.items()])
             tensors = dict(zip(self.spec.output_names, result if isinstance(result, tuple) else (result,),
                                strict=True))
             arrays = tuple(tensors[name].float().cpu().numpy() for name in outputs)  # only these leave the device

@@ -116,17 +116,18 @@ def window_frames(config: PipelineConfig, declared_max: int | None) -> tuple[int
     return window, overlap
 
 
-def plan_windows(end_frame: int, window: int, overlap: int, block: int, start: int = 0, known: int = 0
-                 ) -> list[Window]:
+def plan_windows(end_frame: int, window: int, overlap: int, block: int, start: int = 0, known: int = 0,
+                 fixed: bool = False) -> list[Window]:
     """Windows covering latent frames up to `end_frame`: the first starts at `start` with `known` frames of
     context, each next one keeps the previous one's last `overlap` frames; the last is as short as the UNet allows
-    (a multiple of `block` frames)."""
+    (a multiple of `block` frames), or, for a model of one fixed length (`fixed`: static engines), as long as the
+    others: it runs past the end, and the stitcher cuts the audio there."""
     if window % block or window <= overlap:
         raise InputError(f"long-form window of {window} frames must be a multiple of {block} and exceed the overlap")
     windows = []
     while True:
         needed = end_frame - start
-        frames = min(window, -(-needed // block) * block)
+        frames = window if fixed else min(window, max(1, -(-needed // block)) * block)
         windows.append(Window(start, frames, known))
         if start + frames >= end_frame:
             return windows

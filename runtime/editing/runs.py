@@ -139,13 +139,14 @@ class Editor:
         end_frame = -(-total // per_frame)
         text = self.pipeline.encode_text(rows.prompts, 1, sampling.guided)
         tails = None  # (rows, C, known, bins): the latent frames the next window keeps
+        fixed = self.pipeline.fixed_frames() is not None  # static engines: every window at their one length
         if inputs:
             known = min(overlap, inputs[0].samples // per_frame)
             start = inputs[0].samples // per_frame - known
             tails = self._encode_tail(inputs, start, known)
-            windows = geometry.plan_windows(end_frame, window, overlap, config.unet_downsample, start, known)
+            windows = geometry.plan_windows(end_frame, window, overlap, config.unet_downsample, start, known, fixed)
         else:
-            windows = geometry.plan_windows(end_frame, window, overlap, config.unet_downsample)
+            windows = geometry.plan_windows(end_frame, window, overlap, config.unet_downsample, fixed=fixed)
         stitcher = Stitcher(windows, total, per_frame, inputs)
         kept = rows.kept
         for index, win in enumerate(windows):
@@ -181,7 +182,8 @@ class Editor:
         margin = geometry.LOOP_MARGIN_FRAMES  # context before the kept frames (the encoder's receptive field)
         first = max(0, start - margin)
         end_frame = start + count
-        frames = -(-(end_frame - first) // config.unet_downsample) * config.unet_downsample
+        block = config.unet_downsample
+        frames = self.pipeline.fixed_frames() or -(-(end_frame - first) // block) * block  # (static: padded)
         waves = [inp.normalized[first * per_frame : end_frame * per_frame] for inp in inputs]
         same = all(inp is inputs[0] for inp in inputs)
         latents = self.encode([waves[0]] * len(waves) if same else waves, frames)

@@ -70,13 +70,14 @@ def unet_probe(tango: Any) -> dict[str, np.ndarray]:
             "encoder_attention_mask": np.ones((rows, tokens), bool)}
 
 
-def run_variant(model: str, device: str, options: dict, repeat: int, reference: np.ndarray | None):
+def run_variant(model: str, device: str, options: dict, repeat: int, reference: np.ndarray | None,
+                settings: dict | None = None):
     """One variant in this process: load, a warm-up generation at the timed prompt's length (so CUDA graphs and
     compiled kernels are not made again), `repeat` timed generations, the UNet on the probe."""
     from tango_rt.runtime.tango import Tango
 
     options = dict(options)
-    settings = {**SETTINGS, **options.pop("plan", {})}
+    settings = {**(settings or SETTINGS), **options.pop("plan", {})}
     torch = _torch()
     if torch is not None and device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -114,7 +115,7 @@ def _torch():
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = ["| variant | load s | UNet step ms | generation s (20 steps) | speed-up vs fp32 | peak GPU GiB | "
+    lines = ["| variant | load s | UNet step ms | generation s | speed-up vs fp32 | peak GPU GiB | "
              "UNet cosine / SNR dB vs fp32 |", "|---|---|---|---|---|---|---|"]
     base = rows.get("fp32", {}).get("generation_s")
     for name, r in rows.items():
@@ -138,7 +139,8 @@ def one(args: argparse.Namespace) -> int:
     reference_file = out / "probe_fp32.npy"
     reference = np.load(reference_file) if args.one != "fp32" and reference_file.exists() else None
     try:
-        row, output = run_variant(args.model, args.device, VARIANTS[args.one], args.repeat, reference)
+        settings = {**SETTINGS, "steps": args.steps, **({"duration": args.duration} if args.duration else {})}
+        row, output = run_variant(args.model, args.device, VARIANTS[args.one], args.repeat, reference, settings)
         if args.one == "fp32":
             np.save(reference_file, output)
     except Exception as exc:  # the parent reads the row: a failure is a row with its error
@@ -159,7 +161,8 @@ def run_all(args: argparse.Namespace, environment: dict) -> dict[str, dict]:
             rows[name] = {"error": f"skipped: {left:.0f} s left of the {args.budget_s:g} s budget"}
         else:
             command = [sys.executable, __file__, "--one", name, "--model", args.model, "--device", args.device,
-                       "--repeat", str(args.repeat), "--out", str(out)]
+                       "--repeat", str(args.repeat), "--steps", str(args.steps), "--out", str(out),
+                       *(["--duration", str(args.duration)] if args.duration else [])]
             try:
                 subprocess.run(command, timeout=cap, check=False)
                 result = out / "rows" / f"{name}.json"
@@ -186,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"from {list(VARIANTS)}, in this order")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=SETTINGS["steps"], help="sampler steps per generation")
+    parser.add_argument("--duration", type=float, default=None, help="clip length in seconds (default 10.24)")
     parser.add_argument("--budget-s", type=float, default=400.0, help="all variants together")
     parser.add_argument("--cap-scale", type=float, default=1.0, help="times each variant's own time cap")
     parser.add_argument("--out", default=os.environ.get("OUT", "first_gpu_results"))
