@@ -8,7 +8,8 @@ ratio against the baseline (the first variant) of the same run: these machines a
 
 Variants are `backend[:precision][+graph]` with backends and precisions from the backend registry
 (runtime/backends/registry.py); `+graph` replays the UNet from CUDA graphs where the backend offers it. Presets
-bundle the variants of one question (`--preset gpu`: every GPU path of the former GPU check script).
+bundle the variants of one question (`--suite gpu`: every GPU path of the former GPU check script); `--preset fast |
+turbo` times the named sampling presets (runtime/presets.py), as `--preset` does everywhere.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from ..runtime.artifacts import is_artifact, open_artifact
 from ..runtime.backends.registry import BACKENDS, get_backend
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import InputError, TangoError
-from ..runtime.guidance import UNetPlan
-from ..runtime.schedulers import SCHEDULER_NAMES
-from ..runtime.schedulers.config import check_user_options, option_pairs
+from ..runtime.schedulers.config import option_pairs
 from .machine import machine_info
 from .memory_limit import MemoryLimit, evict_page_cache
 from .stats import speedup
@@ -37,7 +36,7 @@ from .stats import speedup
 PROMPT = "An audience cheering and clapping"
 DEFAULT_WORK = Path.home() / ".cache" / "tango-rt" / "bench"
 SCHEMA_VERSION = 2
-PRESETS = {
+SUITES = {
     "gpu": {"backends": "torch,torch:fp16,torch:fp16+graph,onnxruntime:fp16,tensorrt", "device": "cuda",
             "random_weights": "full", "steps": 20, "batch": "1"},
     "cpu": {"backends": "torch,onnxruntime,onnxruntime:int8", "device": "cpu", "random_weights": "full",
@@ -89,7 +88,8 @@ class BenchConfig:
     repeat: int = 3
     device: str | None = None
     prompt: str = PROMPT
-    preset: str | None = None
+    suite: str | None = None
+    preset: str | None = None  # the sampling preset (runtime/presets.py) the steps, sampler and plan came from
     memory_limit_mb: int | None = None  # each variant runs in a memory cgroup of this size (memory_limit.py)
     options: dict = field(default_factory=dict)  # --option KEY=VALUE: for the variants whose backend declares KEY
     # --guidance-interval / --cache-interval / --cache-schedule: Tango's keyword arguments (runtime/guidance.py)
@@ -239,12 +239,29 @@ def parse_options(pairs: list[str] | None) -> dict:
 
 
 def _settings(args) -> dict:
-    """Command-line values over the preset's over the defaults."""
-    preset = PRESETS.get(args.preset, {}) if args.preset else {}
-    if args.preset and args.preset not in PRESETS:
-        raise InputError(f"unknown preset {args.preset!r}; choose from {sorted(PRESETS)}")
+    """Command-line values over the suite's over the defaults."""
+    suite = SUITES.get(args.suite, {}) if args.suite else {}
+    if args.suite and args.suite not in SUITES:
+        raise InputError(f"unknown suite {args.suite!r}; choose from {sorted(SUITES)}")
     given = {k: getattr(args, k) for k in ("backends", "device", "random_weights", "steps", "batch")}
-    return {k: given[k] if given[k] is not None else preset.get(k) for k in given}
+    return {k: given[k] if given[k] is not None else suite.get(k) for k in given}
+
+
+def sampling(args, steps: int | None) -> dict:
+    """The sampling of every generation, checked as a request's: the command line's flags over the sampling
+    preset's (--preset) over bench's defaults (DDIM, 10 steps: timing needs few)."""
+    from ..runtime.request import GenerationRequest
+
+    given = {"steps": steps, "scheduler": args.scheduler, "scheduler_options": option_pairs(args.scheduler_option)
+             or None, "guidance_interval": args.guidance_interval, "cache_interval": args.cache_interval,
+             "cache_schedule": args.cache_schedule, "preset": args.preset}
+    request = GenerationRequest.build([PROMPT], **{"steps": 10, "scheduler": "ddim", **{
+        k: v for k, v in given.items() if v is not None}}, explicit=[k for k, v in given.items() if v is not None])
+    plan = request.plan
+    return {"steps": request.steps, "scheduler": request.scheduler, "scheduler_options": request.sampler_options,
+            "unet_work": {"guidance_interval": None if plan.guidance_interval is None else
+                          [plan.guidance_interval.low, plan.guidance_interval.high],
+                          "cache_interval": plan.cache_interval, "cache_schedule": plan.cache_schedule}}
 
 
 def main(args) -> int:
@@ -263,19 +280,14 @@ def main(args) -> int:
     backends = settings["backends"] or "torch,onnxruntime"
     config = BenchConfig(
         model=model, variants=[v.strip() for v in backends.split(",") if v.strip()], batches=batches,
-        steps=settings["steps"] or 10, scheduler=args.scheduler, duration=args.duration, warmup=args.warmup,
-        repeat=args.repeat, device=settings["device"], preset=args.preset, memory_limit_mb=args.memory_limit_mb,
-        options=parse_options(args.option), scheduler_options=check_user_options(option_pairs(args.scheduler_option)),
-        unet_work={"guidance_interval": args.guidance_interval, "cache_interval": args.cache_interval,
-                   "cache_schedule": args.cache_schedule},
+        duration=args.duration, warmup=args.warmup, repeat=args.repeat, device=settings["device"], suite=args.suite,
+        preset=args.preset, memory_limit_mb=args.memory_limit_mb, options=parse_options(args.option),
+        **sampling(args, settings["steps"]),  # bad values: an error now, not in every child
     )
-    UNetPlan.of(**config.unet_work)  # bad values: an error now, not in every child
     declared = {key for variant in config.variants for key in get_backend(Variant.parse(variant).backend).options}
     if set(config.options) - declared:
         raise InputError(f"--option {sorted(set(config.options) - declared)}: no variant's backend takes it "
                          f"(they take {sorted(declared)})")
-    if args.scheduler not in SCHEDULER_NAMES:
-        raise InputError(f"unknown scheduler {args.scheduler!r}; choose from {list(SCHEDULER_NAMES)}")
     if min(batches) < 1 or config.repeat < 1 or config.steps < 1 or config.warmup < 0:
         raise InputError("--batch, --repeat and --steps must be >= 1, --warmup >= 0")
     if config.memory_limit_mb is not None:

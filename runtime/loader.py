@@ -69,6 +69,23 @@ class ComponentLoader:
                 artifact.check_source(self._checkpoint)
         return self._checkpoint
 
+    def digest(self) -> str:
+        """A digest of the model loaded, for a clip's settings (runtime/metadata.py): an exported folder's manifest
+        (which holds every file's SHA-256), else the checkpoint's configs and weight files' sizes (cheap: hashing
+        a 5 GB checkpoint again for every clip would not be), or its random seed."""
+        import hashlib
+        import json
+
+        if self.artifact is not None:
+            return "sha256:" + hashlib.sha256((self.artifact.root / "manifest.json").read_bytes()).hexdigest()
+        checkpoint = self.checkpoint
+        described = {"configs": [checkpoint.t5_config, checkpoint.unet_config, checkpoint.vae_config,
+                                 checkpoint.vocoder_config],
+                     "weights": {name: path.stat().st_size for name, path in sorted(checkpoint.weights.items())},
+                     "random_seed": checkpoint.random_seed if checkpoint.is_random else None}
+        text = json.dumps(described, sort_keys=True, default=str)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
     def load(self, names: Sequence[str], loaded: Mapping[str, Component] | None = None) -> dict[str, Component]:
         """The networks `names`, each on its backend (one load call per backend); `loaded`, the pipeline's networks
         so far, lets a backend share what it already holds (torch: the shallow UNet branch uses the UNet's modules)."""

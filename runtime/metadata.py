@@ -17,6 +17,7 @@ of other prompts differs by its kernel rounding only); a different model digest 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import struct
 from pathlib import Path
@@ -61,12 +62,12 @@ def wav_info_chunk(settings: dict[str, Any]) -> bytes:
     return b"LIST" + struct.pack("<I", len(body)) + body
 
 
-def read_settings(path: str | Path) -> dict[str, Any]:
-    """The settings tango-rt wrote into an audio file (InputError when it holds none)."""
+def read_settings(path: str | Path | io.BytesIO) -> dict[str, Any]:
+    """The settings tango-rt wrote into an audio file, or its bytes (InputError when it holds none)."""
     import soundfile
 
     try:
-        with soundfile.SoundFile(str(path)) as audio:
+        with soundfile.SoundFile(path if isinstance(path, io.BytesIO) else str(path)) as audio:
             comment = audio.comment
     except Exception as exc:  # soundfile raises its own errors for unreadable files
         raise InputError(f"{path}: cannot read it as audio ({exc})") from None

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from .editing.geometry import MAX_SPANS, VARIATION_STRENGTH, check_spans
 from .errors import InputError
 from .guidance import CACHE_SCHEDULES, MAX_CACHE_INTERVAL, GuidanceInterval, UNetPlan, is_guided
+from .loudness import DEFAULT_PEAK_DBFS
 from .options import Option, is_default, plain
 from .presets import PRESETS
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES
@@ -102,6 +103,11 @@ class GenerationRequest:
                                  "mid-schedule", choices=CACHE_SCHEDULES)
     preset: str | None = option("choice", None, "named settings (runtime/presets.py); explicit options win",
                                 choices=tuple(PRESETS), per_clip=True)
+    loudness: float | None = option("number", None, "bring each clip to this integrated loudness, LUFS (ITU-R "
+                                    "BS.1770, e.g. -23 for EBU R128); default: the model's own level", low=-70,
+                                    high=0, per_clip=True, metavar="LUFS")
+    peak: float = option("number", DEFAULT_PEAK_DBFS, "with loudness: the sample-peak ceiling, dBFS", low=-60,
+                         high=0, per_clip=True, metavar="DBFS")
     # inputs that are arrays or files: carried as given, checked by the runner against the model
     audio: Any = field(default=None, compare=False, repr=False)
     sample_rate: int | None = field(default=None, compare=False)
@@ -224,6 +230,8 @@ class RequestOptions(TypedDict, total=False):
     cache_interval: int
     cache_schedule: str
     preset: str | None
+    loudness: float | None
+    peak: float
     audio: AudioLike | None
     sample_rate: int | None
     latents: np.ndarray | None

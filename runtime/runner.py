@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import loudness
 from .audio import to_int16
 from .audio_input import InputAudio
 from .editing import geometry
@@ -41,6 +42,15 @@ WINDOWED = (LONG, EXTEND)
 
 Streams = Sequence[np.random.Generator]
 Wanted = Callable[[], Sequence[bool]]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A call's int16 clips (None for a row withdrawn part-way) and, per row, the loudness gain applied (dB; None
+    where no loudness target was asked, or where the clip is silence or too short to measure)."""
+
+    clips: list[np.ndarray | None]
+    gains_db: list[float | None]
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class Runner:
         per row, all of one length), spans inside it, clip lengths the model accepts. `stream`: the request is to
         be sent window by window (plain text then runs as long-form, whatever its length)."""
         self.sampling(request)
+        if stream and request.loudness is not None:
+            raise InputError("loudness is measured over the whole clip: ask for the clip whole, not streamed")
         config = self.pipeline.config
         loaded = self._inputs(request, inputs, max_audio_s)
         if loaded is not None:
@@ -135,6 +147,13 @@ class Runner:
         """int16 clips, one per row (prompt-major), None for a row withdrawn part-way. `batch_size`: prompts per
         denoising call of a plain request (the original's generate_for_batch); every other kind runs its rows in
         one call."""
+        return self.render(request, streams, wanted, progress, batch_size).clips
+
+    def render(self, request: GenerationRequest | Prepared, streams: Streams | None = None,
+               wanted: Wanted | None = None, progress: bool = False, batch_size: int | None = None,
+               levels: Sequence[tuple[float | None, float]] | None = None) -> Rendered:
+        """`clips`, with the loudness gain of each (runtime/loudness.py): the request's `loudness` target and `peak`
+        for every row, or per row `levels` (a call joining clips of several requests, each with its own)."""
         prepared = request if isinstance(request, Prepared) else self.prepare(request)
         rows = self._rows(prepared.request, streams, wanted)
         sampling = self.sampling(prepared.request, progress)
@@ -153,9 +172,15 @@ class Runner:
                     pieces.setdefault(row, []).append(segment)
             waves = [np.concatenate(pieces[row]) for row in rows.kept]
         clips: list[np.ndarray | None] = [None] * len(rows)
+        gains: list[float | None] = [None] * len(rows)
+        levels = levels or [(prepared.request.loudness, prepared.request.peak)] * len(rows)
         for row, wave in zip(rows.kept, waves, strict=True):
+            target, peak = levels[row]
+            if target is not None:
+                leveled = loudness.normalize(wave, self.pipeline.config.sample_rate, target, peak)
+                wave, gains[row] = leveled.wave, leveled.gain_db
             clips[row] = to_int16(wave)
-        return clips
+        return Rendered(clips, gains)
 
     def segments(self, request: GenerationRequest | Prepared, streams: Streams | None = None,
                  wanted: Wanted | None = None, progress: bool = False) -> Iterator[dict[int, np.ndarray]]:

@@ -81,6 +81,15 @@ class Tango:
         self.model = name or model
         self.pipeline: TangoPipeline = load_pipeline(self.model, backend, device, revision, **options)
         self.runner = Runner(self.pipeline)
+        self._identity = {"id": self.model, "revision": revision, "precision": options.get("precision")}
+
+    def identity(self) -> dict[str, Any]:
+        """What made this object's clips, for their settings (runtime/metadata.py): the model as given, a digest of
+        what was loaded, and each network's backend."""
+        if "digest" not in self._identity:
+            self._identity["digest"] = self.pipeline.loader.digest() if self.pipeline.loader else None
+            self._identity["backends"] = {n: c.backend for n, c in self.pipeline.components.items()}
+        return dict(self._identity)
 
     @property
     def sample_rate(self) -> int:

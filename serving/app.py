@@ -28,9 +28,10 @@ from starlette.background import BackgroundTask
 
 from ..runtime.audio import AUDIO_FORMATS, encode, wav_header
 from ..runtime.errors import InputError, NumericsError, TangoError
+from ..runtime.metadata import file_sha256, wav_info_chunk
 from .batching import QueueFull, WorkerDead
 from .guard import Gate
-from .jobs import Cancelled, Expired, Job
+from .jobs import Cancelled, Expired, Job, Made
 from .openapi import document
 from .schema import Body, PromptTooLong, form_value, parse
 from .service import AudioTooLarge, Service
@@ -217,6 +218,7 @@ async def _generate(service: Service, request: Request, request_id: str) -> Resp
     try:
         audio = await asyncio.to_thread(service.load_audio, audio_bytes) if audio_bytes is not None else None
         job = service.job(body, request_id, audio)
+        job.input_sha256 = file_sha256(audio_bytes) if audio_bytes is not None else None
         if body.stream:
             job.sink = _sink(segments)
         waiting = service.submit(job)
@@ -243,14 +245,14 @@ async def _generate(service: Service, request: Request, request_id: str) -> Resp
     if waiting.cancelled():  # the job's future was cancelled under it: nothing will answer
         return error(503, "cancelled", "the request was cancelled inside the server; retry")
     try:
-        clips = waiting.result()
+        made = waiting.result()
     except Exception as exc:
         return _failed(service, exc, request_id)
     done = time.monotonic()
     timings = {"queue": 1000 * ((job.started or done) - arrived), "generate": 1000 * (done - (job.started or done)),
                "total": 1000 * (done - arrived)}
     service.metrics.latency.observe(done - arrived)
-    return _answer(service, body, job.seed, clips, timings, wants_json, request_id)
+    return _answer(service, body, job, made, timings, wants_json, request_id)
 
 
 async def _wait(service: Service, request: Request, job: Job, awaited: asyncio.Future) -> Response | None:
@@ -323,16 +325,20 @@ def _stream(service: Service, body: Body, job: Job, first, segments: asyncio.Que
             job.cancelled.set()  # a client gone mid-stream: its row leaves the batch at the next UNet step
             service.in_flight -= 1
 
+    wav = body.response_format == "wav"
+    trailer = wav_info_chunk(service.settings_of(job, 0)) if wav else b""  # the settings, after the samples
+
     async def chunks() -> AsyncIterator[bytes]:
         try:
-            if body.response_format == "wav":
-                yield wav_header(job.length, config.sample_rate)
+            if wav:
+                yield wav_header(job.length, config.sample_rate, len(trailer))
             item = first
             while item is not None:
                 if isinstance(item, BaseException):
                     raise item
                 yield item.astype("<i2").tobytes()
                 item = await segments.get()
+            yield trailer
         finally:
             finished()
 
@@ -343,16 +349,19 @@ def _stream(service: Service, body: Body, job: Job, first, segments: asyncio.Que
                              background=BackgroundTask(finished))
 
 
-def _answer(service: Service, body: Body, seed: int, clips: list, timings: dict, wants_json: bool,
+def _answer(service: Service, body: Body, job: Job, made: Made, timings: dict, wants_json: bool,
             request_id: str) -> Response:
+    """The clips, each file carrying its settings (runtime/metadata.py)."""
     rate = service.tango.sample_rate
-    headers = {"X-Seed": str(seed), "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())}
+    headers = {"X-Seed": str(job.seed), "Server-Timing": ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())}
+    files = [encode(clip, rate, body.response_format, service.settings_of(job, row, gain))
+             for row, (clip, gain) in enumerate(zip(made.clips, made.gains_db, strict=True))]
     if wants_json:
-        encoded = [base64.b64encode(encode(c, rate, body.response_format)).decode() for c in clips]
+        encoded = [base64.b64encode(file).decode() for file in files]
         return JSONResponse({"audio": encoded[0], "clips": encoded, "sample_rate": rate,
-                             "format": body.response_format, "seed": seed, "request_id": request_id,
+                             "format": body.response_format, "seed": job.seed, "request_id": request_id,
                              "timings_ms": {k: round(v, 1) for k, v in timings.items()}}, headers=headers)
     media = AUDIO_FORMATS[body.response_format][1]
     if body.response_format == "pcm":
         media += f";rate={rate};channels=1"
-    return Response(encode(clips[0], rate, body.response_format), media_type=media, headers=headers)
+    return Response(files[0], media_type=media, headers=headers)

@@ -68,6 +68,7 @@ class Job:
     request_id: str = ""
     stream: bool = False
     length: int = 0  # samples per clip (a stream's WAV header says it up front)
+    input_sha256: str | None = None  # the input audio's digest, for the clips' settings
     sink: Sink | None = None
     future: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -116,7 +117,15 @@ class Job:
             log.warning("request %s: its stream could not take an item", self.request_id, exc_info=True)
 
 
-JobResult = list[np.ndarray] | BaseException  # a job's clips, or why it has none
+@dataclass(frozen=True)
+class Made:
+    """A job's clips (none for a stream: its audio went to its sink) and the loudness gain of each."""
+
+    clips: list[np.ndarray]
+    gains_db: list[float | None]
+
+
+JobResult = Made | BaseException  # a job's clips, or why it has none
 
 
 def run_jobs(runner: Runner, jobs: Sequence[Job]) -> list[JobResult]:
@@ -140,6 +149,7 @@ def _run_live(runner: Runner, jobs: list[Job]) -> list[JobResult]:
     wanted = lambda: [job.withdrawn() is None for job in owners]  # noqa: E731
     pieces: list[list[np.ndarray]] = [[] for _ in owners]  # per row: its clip, or the segments of an unsent stream
     made = [False] * len(owners)  # per row: its whole clip was made (and sent, for a stream)
+    gains: list[float | None] = [None] * len(owners)
     failure: BaseException | None = None
     try:
         prepared = runner.prepare(request, inputs, stream=jobs[0].stream)
@@ -150,7 +160,10 @@ def _run_live(runner: Runner, jobs: list[Job]) -> list[JobResult]:
                     _deliver(owners[row], pieces[row], segment)
             made = [row in last for row in range(len(owners))]
         else:
-            for row, clip in enumerate(runner.clips(prepared, streams, wanted)):
+            levels = [(job.request.loudness, job.request.peak) for job in owners]  # per clip, as each job asked
+            rendered = runner.render(prepared, streams, wanted, levels=levels)
+            gains = rendered.gains_db
+            for row, clip in enumerate(rendered.clips):
                 pieces[row], made[row] = [clip], clip is not None
     except Interrupted:
         pass  # every row withdrawn: each job says why below
@@ -160,7 +173,7 @@ def _run_live(runner: Runner, jobs: list[Job]) -> list[JobResult]:
         failure = exc
     except Exception as exc:  # any failure of the run (a backend's, out of memory, a bug) ends its jobs
         failure = exc
-    return _outcomes(jobs, pieces, made, failure)
+    return _outcomes(jobs, pieces, made, gains, failure)
 
 
 def _deliver(job: Job, kept: list[np.ndarray], segment: np.ndarray) -> None:
@@ -171,8 +184,8 @@ def _deliver(job: Job, kept: list[np.ndarray], segment: np.ndarray) -> None:
         job.send(segment)
 
 
-def _outcomes(jobs: list[Job], pieces: list[list[np.ndarray]], made: list[bool], failure: BaseException | None
-              ) -> list[JobResult]:
+def _outcomes(jobs: list[Job], pieces: list[list[np.ndarray]], made: list[bool], gains: list[float | None],
+              failure: BaseException | None) -> list[JobResult]:
     """Each job's result from what was made, not from the clock after the fact: a job whose every clip (or whose
     whole stream) was made has its result even if its deadline passed meanwhile. A stream's result is empty (its
     audio went to its sink)."""
@@ -182,7 +195,8 @@ def _outcomes(jobs: list[Job], pieces: list[list[np.ndarray]], made: list[bool],
         rows = range(start, start + job.samples)
         start += job.samples
         if all(made[row] for row in rows):
-            results.append([] if job.sink is not None else [np.concatenate(pieces[row]) for row in rows])
+            results.append(Made([], []) if job.sink is not None else
+                           Made([np.concatenate(pieces[row]) for row in rows], [gains[row] for row in rows]))
         else:
             results.append(failure or job.withdrawn() or Cancelled())
     return results

@@ -14,6 +14,7 @@ from typing import Any
 from ..runtime.audio_input import InputAudio
 from ..runtime.errors import InputError
 from ..runtime.instrument import Recorder, instrument
+from ..runtime.metadata import clip_settings
 from ..runtime.precision import FP32
 from ..runtime.presets import PRESETS
 from . import schema
@@ -53,6 +54,7 @@ class Service:
         self.in_flight = 0  # requests accepted and not yet answered (the drain waits for 0)
         self.worker_failure: str | None = None  # set when the worker thread died: health answers 503
         self.on_fatal: Callable[[], None] | None = None  # how the process leaves then (the server sets it)
+        self._identity: dict | None = None  # what made the clips (Tango.identity), for their settings
 
     def start(self) -> None:
         threading.Thread(target=self.load, name="tango-load", daemon=True).start()
@@ -134,6 +136,12 @@ class Service:
         prepared = self.tango.runner.prepare(request, max_audio_s=self.settings.max_audio_s, stream=body.stream)
         return Job(request, time.monotonic() + self.settings.timeout_s, request_id, stream=body.stream,
                    length=prepared.samples)
+
+    def settings_of(self, job: Job, row: int, gain_db: float | None = None) -> dict:
+        """The settings a clip of `job` carries in its file (runtime/metadata.py)."""
+        if self._identity is None:
+            self._identity = self.tango.identity()
+        return clip_settings(job.request, row, self._identity, gain_db, job.input_sha256)
 
     def default_seconds(self) -> float:
         """A clip's length when a request gives none: the model's (10.24 s for Tango; before it is loaded, Tango's)."""

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import __version__
 from .engines.profiles import ENGINE_MAX_BATCH, MAX_ACTIVATION_GB
 from .runtime.backends.registry import BACKENDS
 from .runtime.checkpoint import DEFAULT_MODEL
@@ -108,37 +109,41 @@ def request_values(args: argparse.Namespace) -> dict:
 
 @command
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .runtime.audio import AudioStreamWriter, write_audio
+    from .generate import check_sources, from_prompt_file, replay, seeded, write_clips
     from .runtime.request import GenerationRequest, check_value
-    from .runtime.tango import Tango
 
-    request = GenerationRequest.build(args.prompts, **request_values(args), audio=args.audio)
+    check_sources(args.prompts, args.prompt_file, args.replay)
     batch_size = check_value("--batch-size", args.batch_size, low=1)
-    paths = _output_paths(args.out, args.prompts, request.samples)
-    tango = Tango(args.model, device=args.device, backend=args.backend, **_backend_options(args))
-    prepared = tango.runner.prepare(request)
-    if not prepared.windowed:
-        for path, clip in zip(paths, tango.runner.clips(prepared, progress=not args.quiet, batch_size=batch_size),
-                              strict=True):
-            print(write_audio(path, clip, tango.sample_rate))
+    if args.replay:
+        print(replay(lambda model: _tango(args, model), args.replay, _output_paths(args.out, ["replay"], 1)[0],
+                     args.model, args.audio))
         return 0
-    writers = [AudioStreamWriter(path, tango.sample_rate) for path in paths]  # windows: written as they finish
-    try:
-        for segments in tango.runner.segments(prepared, progress=not args.quiet):
-            for row, segment in segments.items():
-                writers[row].write(segment)
-    finally:
-        for writer in writers:
-            writer.close()
-    for path in paths:
+    if args.prompt_file:
+        return from_prompt_file(lambda _: _tango(args, args.model), args.prompt_file, Path(args.out),
+                                request_values(args), batch_size=batch_size, overwrite=args.overwrite,
+                                quiet=args.quiet)
+    request = seeded(GenerationRequest.build(args.prompts, **request_values(args), audio=args.audio))
+    paths = _output_paths(args.out, args.prompts, request.samples)
+    for path in write_clips(_tango(args, args.model), request, paths, quiet=args.quiet, batch_size=batch_size):
         print(path)
     return 0
+
+
+def _tango(args: argparse.Namespace, model: str | None):
+    from .runtime.tango import Tango
+
+    return Tango(model or DEFAULT_MODEL, device=args.device, backend=args.backend, **_backend_options(args))
 
 
 @command
 def cmd_info(args: argparse.Namespace) -> int:
     from .runtime.info import describe
 
+    if args.clip:
+        from .generate import clip_info
+
+        print(clip_info(args.clip))
+        return 0
     info = describe(args.model)
     print(json.dumps(info, indent=2) if args.json else info["summary"])
     if not args.json:
@@ -253,17 +258,16 @@ def _add_unet_work_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-interval", type=FLAG_TYPES["pair"]["type"], default=None, metavar="LOW:HIGH",
                         help="guide only steps whose noise level sigma is in (LOW, HIGH] (Tango's schedule runs "
                         "from 14.6 down to 0.029); the others run the conditional rows alone. Default: every step")
-    parser.add_argument("--cache-interval", type=int, default=1, metavar="N",
+    parser.add_argument("--cache-interval", type=int, default=None, metavar="N",
                         help="the full UNet every N-th step, its shallow branch on the cached deep feature between "
                         "(default 1: every step full)")
-    parser.add_argument("--cache-schedule", default="uniform", choices=list(CACHE_SCHEDULES),
+    parser.add_argument("--cache-schedule", default=None, choices=list(CACHE_SCHEDULES),
                         help="uniform: every N-th step; center: as many full calls, denser mid-schedule")
 
 
-def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help="Hub id, checkpoint folder, exported folder, random:full|tiny"
-    )
+def _add_runtime_args(parser: argparse.ArgumentParser, model_default: str | None = DEFAULT_MODEL) -> None:
+    parser.add_argument("--model", default=model_default, help="Hub id, checkpoint folder, exported folder, "
+                        f"random:full|tiny (default {DEFAULT_MODEL}; with --replay, the file's)")
     parser.add_argument("--backend", default="torch", help=f"{' | '.join(BACKENDS)}, or per component: "
                         "'text_encoder=torch,default=onnxruntime'")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: CUDA when available)")
@@ -277,11 +281,18 @@ def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tango-rt", description="Fast inference for Tango text-to-audio models")
+    parser.add_argument("--version", action="version", version=f"tango-rt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="write one 16 kHz WAV per prompt and sample")
-    gen.add_argument("prompts", nargs="+", help="text prompts")
-    _add_runtime_args(gen)
+    gen = sub.add_parser("generate", help="write one 16 kHz WAV per prompt and sample, with its settings inside")
+    gen.add_argument("prompts", nargs="*", help="text prompts")
+    gen.add_argument("--prompts", dest="prompt_file", default=None, metavar="FILE",
+                     help="a prompt file (.txt: a prompt a line; .csv / .jsonl: a `prompt` column, optional `name`, "
+                     "`seed` and any option): a folder of clips and manifest.jsonl, resumed when run again")
+    gen.add_argument("--overwrite", action="store_true", help="with --prompts: make every row again")
+    gen.add_argument("--replay", default=None, metavar="FILE",
+                     help="make the clip of a file tango-rt wrote again, from the settings it carries")
+    _add_runtime_args(gen, model_default=None)
     add_request_flags(gen)
     gen.add_argument("--batch-size", type=int, default=8, help="prompts per denoising call")
     gen.add_argument("--audio", default=None, help="input audio file (any format soundfile reads; resampled to "
@@ -329,9 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(backend=None)
 
     bench = sub.add_parser("bench", help="per-stage latency, RTF, memory and accuracy of several backends, one run")
-    bench.add_argument("--preset", default=None, choices=["gpu", "cpu"],
+    bench.add_argument("--suite", default=None, choices=["gpu", "cpu"],
                        help="gpu: every GPU path (torch fp32/fp16/+CUDA graph, onnxruntime fp16, tensorrt) on "
-                       "random:full; cpu: the CPU backends; explicit options override the preset's")
+                       "random:full; cpu: the CPU backends; explicit options override the suite's")
+    bench.add_argument("--preset", default=None, choices=list(PRESETS),
+                       help="the sampling preset every generation uses (steps, sampler, plan); flags override it")
     bench.add_argument("--model", default=None, help="checkpoint, exported folder (default declare-lab/tango2)")
     bench.add_argument("--random-weights", choices=["full", "tiny"], default=None,
                        help="the Tango architecture with random weights (timing needs no trained weights)")
@@ -341,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "tensorrt:fp32; the first is the baseline (default torch,onnxruntime)")
     bench.add_argument("--batch", default=None, help="batch sizes, comma-separated (default 1)")
     bench.add_argument("--steps", type=int, default=None, help="sampler steps per generation (default 10)")
-    bench.add_argument("--scheduler", default="ddim", choices=SCHEDULER_NAMES)
+    bench.add_argument("--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default ddim)")
     bench.add_argument("--scheduler-option", action="append", default=[], metavar="KEY=VALUE",
                        help="sampler option, e.g. use_karras_sigmas=true for the fast preset (repeatable)")
     bench.add_argument("--duration", type=float, default=None, help="clip length in seconds (default 10.24)")
@@ -409,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="components, parameter counts and configs of a model")
     info.add_argument("--model", default=DEFAULT_MODEL)
+    info.add_argument("--clip", default=None, metavar="FILE", help="the settings an audio file tango-rt wrote carries")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 

@@ -59,19 +59,37 @@ def test_option_reaches_only_the_backends_that_declare_it(onnx_dir, tmp_path, ca
     assert "--option ['arena']: no variant's backend takes it" in capsys.readouterr().err
 
 
-def test_gpu_preset_names_every_gpu_path():
+def test_gpu_suite_names_every_gpu_path():
     from argparse import Namespace
 
-    from tango_rt.benchmarks.bench import PRESETS, Variant, _settings
+    from tango_rt.benchmarks.bench import SUITES, Variant, _settings
 
-    args = Namespace(preset="gpu", backends=None, device=None, random_weights=None, steps=None, batch=None)
+    args = Namespace(suite="gpu", backends=None, device=None, random_weights=None, steps=None, batch=None)
     settings = _settings(args)
     variants = [Variant.parse(v) for v in settings["backends"].split(",")]
     assert [v.label for v in variants] == ["torch fp32", "torch fp16", "torch fp16 + CUDA graph",
                                            "onnxruntime fp16", "tensorrt fp16"]
     assert settings["device"] == "cuda" and settings["random_weights"] == "full"
     args.steps = 5
-    assert _settings(args)["steps"] == 5 and PRESETS["gpu"]["steps"] == 20  # the command line wins
+    assert _settings(args)["steps"] == 5 and SUITES["gpu"]["steps"] == 20  # the command line wins
+
+
+def test_bench_times_the_sampling_presets_with_flags_over_them():
+    from tango_rt.benchmarks.bench import sampling
+    from tango_rt.cli import build_parser
+
+    def of(*flags):
+        args = build_parser().parse_args(["bench", *flags])
+        return sampling(args, args.steps)
+
+    assert of() == {"steps": 10, "scheduler": "ddim", "scheduler_options": {}, "unet_work": {
+        "guidance_interval": None, "cache_interval": 1, "cache_schedule": "uniform"}}
+    turbo = of("--preset", "turbo")
+    assert turbo["steps"] == 15 and turbo["scheduler"] == "unipc" and turbo["scheduler_options"] == {
+        "use_karras_sigmas": True} and turbo["unet_work"]["guidance_interval"] == [0.5, 3.0]
+    assert turbo["unet_work"]["cache_interval"] == 4 and of("--preset", "turbo", "--steps", "20")["steps"] == 20
+    with pytest.raises(InputError, match="cache_interval must be"):
+        of("--cache-interval", "0")
 
 
 def test_bench_batch_beyond_the_default_export_range(tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE, INT16_LSB
+from tango_rt.runtime.metadata import read_settings
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -223,11 +224,13 @@ def test_a_long_clip_streams_window_by_window(server):
         for chunk in response.iter_raw():
             data += chunk
             arrivals.append((time.monotonic() - started, len(data)))
-    assert data[:4] == b"RIFF" and int.from_bytes(data[40:44], "little") == 2 * 20 * 16000
-    assert len(data) == 44 + 2 * 20 * 16000
+    samples = 2 * 20 * 16000
+    assert data[:4] == b"RIFF" and int.from_bytes(data[40:44], "little") == samples
+    assert int.from_bytes(data[4:8], "little") + 8 == len(data) and data[44 + samples :][:4] == b"LIST"  # settings
+    assert read_settings(io.BytesIO(data))["options"]["duration"] == 20
     assert next(t for t, size in arrivals if size > 44) < 0.8 * arrivals[-1][0], arrivals
     pcm = post(server, {**body, "response_format": "pcm"})
-    assert pcm.headers["content-type"].startswith("audio/L16;rate=16000") and pcm.content == data[44:]
+    assert pcm.headers["content-type"].startswith("audio/L16;rate=16000") and pcm.content == data[44 : 44 + samples]
     assert _wav(post(server, {"prompt": "an engine", **EDIT, "seed": 3, "duration": 2.0, "loop": True})).shape == \
         (32000,)
 

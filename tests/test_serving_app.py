@@ -407,7 +407,7 @@ def test_a_job_is_judged_by_what_was_made_not_by_the_clock_after(tiny_tango):
         assert not isinstance(result, BaseException), result
         whole = job
     assert [len(s) for s in sent[:2]] == [16000, 16000] and sent[2] is None  # both windows, then the end
-    assert len(whole.future.result()[0]) == 32000
+    assert len(whole.future.result().clips[0]) == 32000
 
 
 # ---- the OpenAPI document, and fuzzing from it ----------------------------------------------------------------------
@@ -504,3 +504,21 @@ def test_arbitrary_json_and_headers_never_get_a_5xx(serve):
 
     run()
     assert app.get("/health/live").status_code == 200 and app.get("/health/ready").status_code == 200
+
+
+def test_every_answer_carries_its_settings_and_loudness_reaches_the_clip(serve):
+    """WAV and FLAC answers carry the clip's settings (runtime/metadata.py): prompt, seed, row, options, the model;
+    a loudness target's gain is recorded; a server preset fills what the body leaves out."""
+    from tango_rt.runtime.metadata import read_settings
+
+    app = serve(preset="fast", max_samples=2)
+    wav = app.post({"prompt": "a bell", "duration": 1.0, "seed": 5, "loudness": -20.0})
+    settings = read_settings(io.BytesIO(wav.content))
+    assert settings["prompt"] == "a bell" and settings["seed"] == 5 and settings["row"] == 0
+    assert settings["options"]["steps"] == 15 and settings["options"]["scheduler"] == "unipc"  # the server's preset
+    assert settings["options"]["preset"] == "fast" and settings["options"]["loudness"] == -20.0
+    assert isinstance(settings["loudness_gain_db"], float) and settings["model"]["backends"]["unet"] == "torch"
+    answer = app.post({"prompt": "rain", "duration": 1.0, "seed": 6, "samples": 2, "response_format": "flac",
+                       "steps": 2})
+    second = read_settings(io.BytesIO(base64.b64decode(answer.json()["clips"][1])))
+    assert second["row"] == 1 and second["seed"] == 6 and second["options"]["steps"] == 2
