@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +138,4 @@ def done_keys(folder: Path) -> set[str]:
 
 def request_of(row: Row, defaults: dict[str, Any]) -> GenerationRequest:
     """The row's request: its options over the command line's (`defaults`); a fresh seed when none is given."""
-    values = {**defaults, **row.options}
-    if values.get("seed") is None:
-        values["seed"] = secrets.randbits(63)
-    return GenerationRequest.build([row.prompt], explicit=list(row.options), **values)
+    return GenerationRequest.build([row.prompt], explicit=list(row.options), **{**defaults, **row.options}).seeded()

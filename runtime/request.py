@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -41,6 +42,9 @@ from .schedulers.config import MAX_SIGMA, SCHEDULER_OPTIONS
 MAX_SECONDS = 3600.0  # the longest clip, extension or span end anyone may ask for (an hour)
 MIN_SECONDS = 0.01  # the shortest clip or extension: 160 samples (a clip of no samples is no clip)
 MAX_SEED = 2**63 - 1
+# A fresh seed stays below 2**53, so that it survives any JSON client (JavaScript's numbers are exact up to 2**53:
+# the playground's "reuse seed" would otherwise reuse a neighbour); a given seed may use all 63 bits.
+FRESH_SEED_BITS = 53
 MAX_GUIDANCE = 100.0  # far above any useful scale (Tango's is 3)
 MAX_STEPS = 1000  # the training schedule's length: no sampler takes more
 
@@ -165,6 +169,10 @@ class GenerationRequest:
         values = {**self.values(), **{k: getattr(self, k) for k in INPUTS}, **changes}
         prompts = values.pop("prompts", self.prompts)
         return GenerationRequest.build(prompts, explicit=list(OPTIONS), **values)
+
+    def seeded(self) -> GenerationRequest:
+        """The request with a seed: a fresh one when none was given, so that what it makes can be made again."""
+        return self if self.seed is not None else dataclasses.replace(self, seed=secrets.randbits(FRESH_SEED_BITS))
 
     # ---- derived values ---------------------------------------------------------------------------------------
     @property

@@ -33,6 +33,7 @@ from .batching import QueueFull, WorkerDead
 from .guard import Gate
 from .jobs import Cancelled, Expired, Job, Made
 from .openapi import document
+from .playground import add_page
 from .schema import Body, PromptTooLong, form_value, parse
 from .service import AudioTooLarge, Service
 from .settings import Settings
@@ -169,6 +170,7 @@ def add_routes(app: FastAPI, service: Callable[[], Service], headers: Callable[[
     app.add_api_route("/v1/audio/generate", generate, methods=["POST"], name="generate")
     for path, handler in GET_ROUTES.items():
         app.add_api_route(path, _answering(handler, service), methods=["GET"], name=handler.__name__)
+    add_page(app, service)
 
 
 def _answering(handler: Callable[[Service], Any], service: Callable[[], Service]) -> Callable:

@@ -4,8 +4,9 @@ A pure ASGI middleware, so it runs before FastAPI reads or validates a body: a r
 401 without the server having parsed a byte of JSON, and a body past the cap gets a 413 as soon as its
 Content-Length (or, when chunked, its running length) says so. The cap depends on the media type: JSON and
 multipart bodies may carry one audio file (Settings.body_cap), anything else only the small request. What needs
-no key: the health probes (load balancers and supervisors send none). Everything else, /metrics, /v1/models
-(model id, limits) and the OpenAPI pages included, needs the key when one is set.
+no key: the health probes (load balancers and supervisors send none) and the playground page's static files
+(serving/playground.py: the page asks for the key and sends it with its API calls). Everything else, /metrics,
+/v1/models (model id, limits) and the OpenAPI pages included, needs the key when one is set.
 
 Two bounds for strangers who send slowly or too much:
 - a body that stops arriving: each of its chunks must come within `body_timeout_s` (nginx's client_body_timeout),
@@ -25,7 +26,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-OPEN_PATHS = frozenset({"/health/live", "/health/ready"})  # reachable without the key
+OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/"})  # reachable without the key
+OPEN_PREFIXES = ("/ui/",)  # the playground's script and style, equally open
 LINGER_BYTES = 16 * 2**20  # what an early answer reads and discards of the body at most, so the client hears it
 LINGER_S = 5.0
 
@@ -57,6 +59,11 @@ async def _refuse(send: Send, status: int, code: str, message: str, extra: list 
 Limits = Callable[[], tuple[str | None, Callable[[str], int], float]]  # (key, body cap by media type, body timeout)
 
 
+def is_open(path: str) -> bool:
+    """Whether a path is reachable without the key."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
 class Gate:
     """ASGI middleware: `limits()` gives (api_key or None, body cap by content type, body timeout in seconds) for
     the current service."""
@@ -72,7 +79,7 @@ class Gate:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         max_body = body_cap(headers.get("content-type", ""))
         drain = headers.get("expect", "").lower() != "100-continue"
-        if key and scope["path"] not in OPEN_PATHS and not key_matches(headers, key):
+        if key and not is_open(scope["path"]) and not key_matches(headers, key):
             if drain:
                 await _linger(receive)
             return await _refuse(send, 401, "unauthorized", "missing or wrong API key (X-API-Key: KEY or "

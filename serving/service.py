@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -131,8 +129,7 @@ class Service:
                              f"{body.response_format!r}")
         request = schema.request(body, self.settings, audio)
         check_caps(request, self.settings, self.default_seconds())
-        if request.seed is None:
-            request = dataclasses.replace(request, seed=secrets.randbits(63))
+        request = request.seeded()
         prepared = self.tango.runner.prepare(request, max_audio_s=self.settings.max_audio_s, stream=body.stream)
         return Job(request, time.monotonic() + self.settings.timeout_s, request_id, stream=body.stream,
                    length=prepared.samples)

@@ -38,6 +38,7 @@ class Settings:
     header_timeout_s: float = 60.0  # a connection's first request headers must arrive within this (nginx's 60 s)
     body_timeout_s: float = 60.0  # each chunk of a request body must arrive within this (nginx's 60 s)
     max_connections: int = 256  # open connections; past it a new one gets 503 and is closed
+    ui: bool = True  # the playground page at / (serving/playground.py); serve --no-ui turns it off
     preset: str | None = None  # the defaults of options a request leaves out (runtime/presets.py); None: the original's
 
     def body_cap(self, content_type: str) -> int:

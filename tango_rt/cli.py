@@ -109,7 +109,7 @@ def request_values(args: argparse.Namespace) -> dict:
 
 @command
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import check_sources, from_prompt_file, replay, seeded, write_clips
+    from .generate import check_sources, from_prompt_file, replay, write_clips
     from .runtime.request import GenerationRequest, check_value
 
     check_sources(args.prompts, args.prompt_file, args.replay)
@@ -122,7 +122,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return from_prompt_file(lambda _: _tango(args, args.model), args.prompt_file, Path(args.out),
                                 request_values(args), batch_size=batch_size, overwrite=args.overwrite,
                                 quiet=args.quiet)
-    request = seeded(GenerationRequest.build(args.prompts, **request_values(args), audio=args.audio))
+    request = GenerationRequest.build(args.prompts, **request_values(args), audio=args.audio).seeded()
     paths = _output_paths(args.out, args.prompts, request.samples)
     for path in write_clips(_tango(args, args.model), request, paths, quiet=args.quiet, batch_size=batch_size):
         print(path)
@@ -217,7 +217,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         max_duration_s=args.max_duration, max_samples=args.max_samples,
                         max_body_bytes=args.max_body_bytes, max_audio_bytes=args.max_audio_bytes,
                         max_audio_s=args.max_audio_seconds, api_key=api_key, header_timeout_s=args.header_timeout,
-                        body_timeout_s=args.body_timeout, max_connections=args.max_connections, preset=args.preset)
+                        body_timeout_s=args.body_timeout, max_connections=args.max_connections, preset=args.preset,
+                        ui=not args.no_ui)
     if args.ray:
         from .serving.ray_app import run as run_ray
 
@@ -403,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-connections", type=int, default=served.max_connections,
                      help="open connections; past it a new one gets 503 and is closed")
     srv.add_argument("--api-key-file", default=None, help="file holding the key clients must send")
+    srv.add_argument("--no-ui", action="store_true", help="no playground page at / (the API only)")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--ray", action="store_true", help="run on Ray Serve (pip install 'tango-rt[ray]')")
     srv.add_argument("--replicas", type=int, default=1, help="--ray: model replicas")

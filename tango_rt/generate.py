@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -18,11 +17,6 @@ from .runtime.metadata import clip_settings, file_sha256, read_settings
 from .runtime.noise import row_generators
 from .runtime.prompt_files import MANIFEST, Row, clip_file, done_keys, read_rows, request_of
 from .runtime.request import GenerationRequest
-
-
-def seeded(request: GenerationRequest) -> GenerationRequest:
-    """The request with a seed: a fresh one when none was given, so that every file can be made again."""
-    return request if request.seed is not None else dataclasses.replace(request, seed=secrets.randbits(63))
 
 
 def input_digest(audio: str | None) -> str | None:

@@ -78,6 +78,14 @@ def test_options_that_do_not_go_together_are_refused(values, match):
         GenerationRequest.build(["rain"], **values)
 
 
+def test_a_fresh_seed_survives_json_and_a_given_one_is_kept():
+    fresh = {GenerationRequest.build(["x"]).seeded().seed for _ in range(200)}
+    assert len(fresh) == 200 and all(0 <= s < 2**53 for s in fresh)  # exact as a JavaScript number
+    assert max(fresh) > 2**50  # drawn from the whole safe range (all 200 below 2**50: odds 8**-200)
+    given = GenerationRequest.build(["x"], seed=2**63 - 1)
+    assert given.seeded() is given
+
+
 def test_requests_compare_by_what_is_shared():
     a = GenerationRequest.build(["a"], seed=1, steps=4)
     b = GenerationRequest.build(["b", "c"], seed=2, samples=3, steps=4)
