@@ -94,34 +94,8 @@ def measure(job: dict) -> dict:
     recorder = Recorder()
     instrument(tango.pipeline, recorder)
     audio_s = config["duration"] or tango.pipeline.config.duration(frames)
-    batches = {}
-    for batch in config["batches"]:
-        prompts = [config["prompt"]] * batch
-
-        def generate(seed: int, prompts=prompts, batch=batch) -> None:
-            tango.generate_for_batch(prompts, steps=config["steps"], guidance=config["guidance"], batch_size=batch,
-                                     scheduler=config["scheduler"], scheduler_options=config["scheduler_options"],
-                                     duration=config["duration"], seed=seed, **config["unet_work"])
-            recorder.end_generation()
-
-        for seed in tqdm(range(config["warmup"]), desc=f"{variant['name']} batch {batch} warm-up", leave=False):
-            generate(seed)
-        recorder.reset()
-        end_to_end = []
-        for seed in tqdm(range(config["repeat"]), desc=f"{variant['name']} batch {batch}", file=sys.stderr):
-            t0 = time.perf_counter()
-            generate(seed)
-            end_to_end.append(time.perf_counter() - t0)
-        e2e = summarize(end_to_end)
-        batches[str(batch)] = {
-            "stages": {stage: summarize(recorder.calls.get(stage, [])) for stage in STAGES},
-            "per_generation": {stage: summarize(recorder.per_generation[stage]) for stage in STAGES},
-            "end_to_end": e2e,
-            "rtf": batch * audio_s / e2e["median"],
-            "throughput_clips_per_s": batch / e2e["median"],
-        }
-        batches[str(batch)]["extrapolated_s"] = extrapolate(batches[str(batch)], config["unet_work"])
-        batches[str(batch)]["unet_gflop_per_clip"] = unet_gflop(tango, config, frames)
+    batches = {str(batch): _measure_batch(tango, recorder, config, variant["name"], batch, audio_s, frames)
+               for batch in config["batches"]}
     audio_in = measure_audio_in(tango, recorder, audio_s, config["warmup"], config["repeat"])
     return {
         "variant": variant,
@@ -141,6 +115,38 @@ def measure(job: dict) -> dict:
         "batches": batches,
         "audio_in": audio_in,
     }
+
+
+def _measure_batch(tango: Tango, recorder: Recorder, config: dict, name: str, batch: int, audio_s: float,
+                   frames: int) -> dict:
+    """One batch size: warm-up, then `repeat` timed generations; per-stage and end-to-end summaries."""
+    prompts = [config["prompt"]] * batch
+
+    def generate(seed: int) -> None:
+        tango.generate_for_batch(prompts, steps=config["steps"], guidance=config["guidance"], batch_size=batch,
+                                 scheduler=config["scheduler"], scheduler_options=config["scheduler_options"],
+                                 duration=config["duration"], seed=seed, **config["unet_work"])
+        recorder.end_generation()
+
+    for seed in tqdm(range(config["warmup"]), desc=f"{name} batch {batch} warm-up", leave=False):
+        generate(seed)
+    recorder.reset()
+    end_to_end = []
+    for seed in tqdm(range(config["repeat"]), desc=f"{name} batch {batch}", file=sys.stderr):
+        t0 = time.perf_counter()
+        generate(seed)
+        end_to_end.append(time.perf_counter() - t0)
+    e2e = summarize(end_to_end)
+    run = {
+        "stages": {stage: summarize(recorder.calls.get(stage, [])) for stage in STAGES},
+        "per_generation": {stage: summarize(recorder.per_generation[stage]) for stage in STAGES},
+        "end_to_end": e2e,
+        "rtf": batch * audio_s / e2e["median"],
+        "throughput_clips_per_s": batch / e2e["median"],
+    }
+    run["extrapolated_s"] = extrapolate(run, config["unet_work"])
+    run["unet_gflop_per_clip"] = unet_gflop(tango, config, frames)
+    return run
 
 
 def unet_gflop(tango: Tango, config: dict, frames: int) -> float | None:

@@ -137,13 +137,8 @@ def build_engines(
 
     onnx, out = Path(onnx), Path(out)
     artifact = open_artifact(onnx)
-    if artifact.manifest["precision"] not in BUILDABLE_PRECISIONS:
-        raise ArtifactError(f"{onnx} is a {artifact.manifest['precision']} export; TensorRT engines are built from "
-                            "fp16 (recommended) or fp32 exports: tango-rt export --precision fp16")
+    ranges = _checked_ranges(artifact, onnx, static, max_batch, max_duration, max_activation_gb)
     config = artifact.pipeline_config
-    ranges = static_ranges(config, **static) if static else engine_ranges(config, artifact.ranges, max_batch,
-                                                                          max_duration)
-    check_buildable(config, ranges, max_activation_gb)
     trt = import_tensorrt()
     environment = current_environment(trt, CudaRuntime(0))
     specs = component_specs(config)
@@ -157,31 +152,59 @@ def build_engines(
     log(f"timing cache: {cache_path} ({'reused, ' + str(len(seed)) + ' bytes' if seed else 'new'})")
     entries = {}
     for index, name in enumerate(names, 1):
-        started = time.perf_counter()
-        precision = artifact.component(name, "onnx")["precision"]
-        log(f"[{index}/{len(names)}] {name}: building {precision} engine ...")
-        shapes = profile_shapes(specs[name], ranges)
-        plan = build_engine(trt, builder, logger, artifact.files(name, "onnx")[0], shapes, cache,
-                            optimization_level, workspace_gb, name, precision)
-        (out / f"{name}.plan").write_bytes(plan)
-        entries[name] = {
-            "format": "tensorrt",
-            **file_entry(out, f"{name}.plan"),
-            "precision": precision,
-            "inputs": [t.to_dict() for t in specs[name].inputs],
-            "outputs": [t.to_dict() for t in specs[name].outputs],
-            "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
-            "build_s": round(time.perf_counter() - started, 1),
-        }
-        log(f"[{index}/{len(names)}] {name}: done in {entries[name]['build_s']} s")
+        step = f"[{index}/{len(names)}] {name}"
+        entries[name] = _build_one(trt, builder, logger, artifact, specs[name], ranges, cache, step,
+                                   optimization_level, workspace_gb, out)
     cache_path.write_bytes(bytes(cache.serialize()))
-    shutil.copytree(onnx / TOKENIZER_DIR, out / TOKENIZER_DIR)
-    shutil.copy2(onnx / SCHEDULER_FILE, out / SCHEDULER_FILE)
-    if FRONT_END in artifact.manifest:  # the audio front end's buffers (audio input) travel with the engines
-        shutil.copy2(onnx / artifact.manifest[FRONT_END]["file"], out / artifact.manifest[FRONT_END]["file"])
+    _carry_files(artifact, onnx, out)
     write_manifest(out, engine_manifest(artifact.manifest, onnx, ranges, entries, environment, static,
                                          optimization_level))
     return out
+
+
+def _checked_ranges(artifact: Any, onnx: Path, static: dict | None, max_batch: int | None,
+                    max_duration: float | None, max_activation_gb: float) -> dict:
+    """The engines' shape ranges, refused before TensorRT is imported when the export's precision cannot be built
+    or a profile's worst-case activation passes `max_activation_gb`."""
+    if artifact.manifest["precision"] not in BUILDABLE_PRECISIONS:
+        raise ArtifactError(f"{onnx} is a {artifact.manifest['precision']} export; TensorRT engines are built from "
+                            "fp16 (recommended) or fp32 exports: tango-rt export --precision fp16")
+    config = artifact.pipeline_config
+    ranges = static_ranges(config, **static) if static else engine_ranges(config, artifact.ranges, max_batch,
+                                                                          max_duration)
+    check_buildable(config, ranges, max_activation_gb)
+    return ranges
+
+
+def _build_one(trt: Any, builder: Any, logger: Any, artifact: Any, spec: Any, ranges: dict, cache: Any, step: str,
+               optimization_level: int, workspace_gb: float | None, out: Path) -> dict:
+    """One network's engine written to `out`, and its manifest entry (the profile and I/O it was built for)."""
+    started = time.perf_counter()
+    precision = artifact.component(spec.name, "onnx")["precision"]
+    log(f"{step}: building {precision} engine ...")
+    shapes = profile_shapes(spec, ranges)
+    plan = build_engine(trt, builder, logger, artifact.files(spec.name, "onnx")[0], shapes, cache,
+                        optimization_level, workspace_gb, spec.name, precision)
+    (out / f"{spec.name}.plan").write_bytes(plan)
+    entry = {
+        "format": "tensorrt",
+        **file_entry(out, f"{spec.name}.plan"),
+        "precision": precision,
+        "inputs": [t.to_dict() for t in spec.inputs],
+        "outputs": [t.to_dict() for t in spec.outputs],
+        "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
+        "build_s": round(time.perf_counter() - started, 1),
+    }
+    log(f"{step}: done in {entry['build_s']} s")
+    return entry
+
+
+def _carry_files(artifact: Any, onnx: Path, out: Path) -> None:
+    """What runs beside the engines: the tokenizer, the scheduler config, the audio front end's buffers."""
+    shutil.copytree(onnx / TOKENIZER_DIR, out / TOKENIZER_DIR)
+    shutil.copy2(onnx / SCHEDULER_FILE, out / SCHEDULER_FILE)
+    if FRONT_END in artifact.manifest:  # an export from before audio input has none
+        shutil.copy2(onnx / artifact.manifest[FRONT_END]["file"], out / artifact.manifest[FRONT_END]["file"])
 
 
 def reuse_or_build(onnx: Path, out: Path, **options: Any) -> Path:

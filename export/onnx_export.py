@@ -226,14 +226,7 @@ def export_onnx(
     """Export a checkpoint (Hub id, folder, or random:full|tiny) to a self-contained ONNX model folder."""
     from ..runtime.backends.torch_models import ModelBuilder
 
-    if precision not in PRECISIONS:
-        raise ArtifactError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    names = list(components)
-    unknown = set(names) - set(COMPONENTS)
-    if unknown:
-        raise ArtifactError(f"unknown component(s) {sorted(unknown)}; components are {list(COMPONENTS)}")
-    if UNET_SHALLOW in names and UNET not in names:
-        raise ArtifactError(f"{UNET_SHALLOW} is cut out of the UNet's graph: export it together with {UNET}")
+    names = _checked_request(precision, components)
     out = Path(out)
     checkpoint = load_checkpoint(model)  # before touching `out`: a bad model must not cost the old folder
     config = checkpoint.pipeline_config()
@@ -267,6 +260,20 @@ def export_onnx(
         **({FRONT_END: front_end} if front_end else {}),
     })
     return out
+
+
+def _checked_request(precision: str, components: Iterable[str]) -> list[str]:
+    """The networks to export, refused before any work when the precision or a name is unknown, or the shallow
+    branch is asked for without the UNet it is cut out of."""
+    if precision not in PRECISIONS:
+        raise ArtifactError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    names = list(components)
+    unknown = set(names) - set(COMPONENTS)
+    if unknown:
+        raise ArtifactError(f"unknown component(s) {sorted(unknown)}; components are {list(COMPONENTS)}")
+    if UNET_SHALLOW in names and UNET not in names:
+        raise ArtifactError(f"{UNET_SHALLOW} is cut out of the UNet's graph: export it together with {UNET}")
+    return names
 
 
 def _write_front_end(checkpoint, out: Path) -> dict:

@@ -223,6 +223,8 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
         TensorSpec("encoder_attention_mask", "bool", ("cfg_batch", "text_len"), "mask"),
     )
     deep_feature = TensorSpec("deep_feature", "float32", ("cfg_batch", config.unet_feature_channels, *latent))
+    noise_pred = TensorSpec(NOISE_PRED, "float32", ("cfg_batch", channels, *latent))
+    latents = ("batch", channels, *latent)
     return {
         TEXT_ENCODER: ComponentSpec(
             TEXT_ENCODER,
@@ -233,14 +235,10 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
             outputs=(TensorSpec("last_hidden_state", "float32", ("cfg_batch", "text_len", hidden)),),
         ),
         # one UNet call; it also returns the deep feature the shallow branch (UNET_SHALLOW) reuses on cached steps
-        UNET: ComponentSpec(
-            UNET,
-            inputs=unet_inputs,
-            outputs=(TensorSpec(NOISE_PRED, "float32", ("cfg_batch", channels, *latent)), deep_feature),
-        ),
+        UNET: ComponentSpec(UNET, inputs=unet_inputs, outputs=(noise_pred, deep_feature)),
         VAE_DECODER: ComponentSpec(
             VAE_DECODER,
-            inputs=(TensorSpec("latents", "float32", ("batch", channels, *latent)),),
+            inputs=(TensorSpec("latents", "float32", latents),),
             outputs=(TensorSpec("mel", "float32", mel),),
         ),
         VOCODER: ComponentSpec(
@@ -252,14 +250,13 @@ def component_specs(config: PipelineConfig) -> dict[str, ComponentSpec]:
         UNET_SHALLOW: ComponentSpec(
             UNET_SHALLOW,
             inputs=(*unet_inputs, TensorSpec(deep_feature.name, "float32", deep_feature.shape)),
-            outputs=(TensorSpec(NOISE_PRED, "float32", ("cfg_batch", channels, *latent)),),
+            outputs=(noise_pred,),
         ),
         # the VAE's posterior over latents of a log-mel (AudioLDM's encode_first_stage): its mean and its
         # log-variance clamped to [-30, 20] as the original's DiagonalGaussianDistribution; not yet scaled
         VAE_ENCODER: ComponentSpec(
             VAE_ENCODER,
             inputs=(TensorSpec("mel", "float32", mel, "log_mel"),),
-            outputs=(TensorSpec("mean", "float32", ("batch", channels, *latent)),
-                     TensorSpec("logvar", "float32", ("batch", channels, *latent))),
+            outputs=(TensorSpec("mean", "float32", latents), TensorSpec("logvar", "float32", latents)),
         ),
     }

@@ -199,12 +199,8 @@ def _retry_after(service: Service) -> str:
 
 async def _generate(service: Service, request: Request, request_id: str) -> Response:
     arrived = time.monotonic()
-    if dead := _worker_dead(service):
-        return dead
-    if service.draining or not service.ready.is_set():
-        service.metrics.rejections.labels("unavailable").inc()
-        state = "draining" if service.draining else "loading"
-        return error(503, state, f"the server is {state}", headers={"Retry-After": "5"})
+    if (closed := _unavailable(service)) is not None:
+        return closed
     try:
         body, audio_bytes = await read_request(request, service.settings)
     except UnsupportedMedia as exc:
@@ -244,6 +240,23 @@ async def _generate(service: Service, request: Request, request_id: str) -> Resp
         if isinstance(item, BaseException) or item is None:
             return _failed(service, item if item is not None else RuntimeError("the stream ended empty"), request_id)
         return _stream(service, body, job, item, segments)
+    return _finish(service, body, job, waiting, arrived, wants_json, request_id)
+
+
+def _unavailable(service: Service) -> Response | None:
+    """503 while the worker is dead, the model loading or the server draining; else None."""
+    if dead := _worker_dead(service):
+        return dead
+    if service.draining or not service.ready.is_set():
+        service.metrics.rejections.labels("unavailable").inc()
+        state = "draining" if service.draining else "loading"
+        return error(503, state, f"the server is {state}", headers={"Retry-After": "5"})
+    return None
+
+
+def _finish(service: Service, body: Body, job: Job, waiting: asyncio.Future, arrived: float, wants_json: bool,
+            request_id: str) -> Response:
+    """A whole (not streamed) job's answer, once its future is done: the clips, or the failure's status."""
     if waiting.cancelled():  # the job's future was cancelled under it: nothing will answer
         return error(503, "cancelled", "the request was cancelled inside the server; retry")
     try:
@@ -268,8 +281,7 @@ async def _wait(service: Service, request: Request, job: Job, awaited: asyncio.F
             job.cancelled.set()
             service.metrics.rejections.labels("disconnected").inc()
             return Response(status_code=499)
-        if job.expired():
-            job.cancelled.set()
+        if job.expired():  # the job withdraws itself (Job.withdrawn) at the next UNet step
             service.metrics.rejections.labels("deadline").inc()
             return error(504, "deadline_exceeded", f"no result within {service.settings.timeout_s:g} s")
     return None

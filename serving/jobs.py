@@ -92,10 +92,11 @@ class Job:
         return time.monotonic() > self.deadline
 
     def withdrawn(self) -> Exception | None:
-        """Why the job's result is no longer wanted (Cancelled, Expired), or None while it is."""
-        if self.expired():
-            return Expired()
-        return Cancelled() if self.cancelled.is_set() else None
+        """Why the job's result is no longer wanted, or None while it is: Cancelled when its client left (first, so
+        a client that left before the deadline counts as gone, not late), else Expired past its deadline."""
+        if self.cancelled.is_set():
+            return Cancelled()
+        return Expired() if self.expired() else None
 
     def finish(self, result: JobResult) -> None:
         """End the job with its clips or why it has none: resolve its future and close its sink (None when it

@@ -53,6 +53,16 @@ TOL_WAVE = layer_tolerance(1024, 35)
 # VAE encoder: 3x3 convolutions over up to 64 channels (K = 576); conv_in, 3 levels x 2 resnets x 2 convolutions,
 # 2 downsamplings, the mid block (4 convolutions and attention), conv_out, quant_conv: ~24 layers.
 TOL_VAE_ENCODER = layer_tolerance(576, 24)
+# A network's bound by name (the shallow branch: a subset of the UNet).
+TOL_NETWORK = {"text_encoder": TOL_EMBEDDINGS, "unet": TOL_UNET, "vae_decoder": TOL_MEL, "vocoder": TOL_WAVE,
+               "vae_encoder": TOL_VAE_ENCODER, "unet_shallow": TOL_UNET}
+# Call shapes unlike the export's sample inputs (batch 1, text_len 7, 264 latent frames): a graph with a shape
+# baked in by tracing fails here. Edges of the declared ranges included (runtime/specs.dims's free dimensions).
+SHAPES = [
+    dict(batch=1, text_len=1, latent_frames=8, guided=False),
+    dict(batch=3, text_len=40, latent_frames=64),
+    dict(batch=8, text_len=3, latent_frames=32),
+]
 # int16 = trunc(wave * 32768): a float difference d moves it by at most ceil(d * 32768) + 1 LSB.
 INT16_LSB = math.ceil(TOL_WAVE["atol"] * 32768) + 1
 

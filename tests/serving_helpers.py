@@ -10,36 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from faults import PRELUDE
 from server_process import ServerProcess as _ServerProcess
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tango-tiny"
 FAST = {"steps": 2, "duration": 1.0, "scheduler": "ddim"}  # a ~0.1 s request on the tiny model
 GENERATE = "/v1/audio/generate"
 
-# Faults a real server process injects into itself, asked for by the prompt (its prelude, run before the CLI):
-# "poison" makes its own rows' text embeddings NaN; "unet-fault-N" makes the N-th UNet call of its batch raise a
-# plain RuntimeError (what an ONNX Runtime, OpenVINO or CUDA error looks like to the loop).
-FAULTS = """
-import numpy as np
-from tango_rt.runtime.pipeline import TangoPipeline
-state = {"prompts": [], "calls": 0}
-real_encode, real_output = TangoPipeline.encode_text, TangoPipeline._model_output
-def encode(self, prompts, samples, guided):
-    state["prompts"], state["calls"] = list(prompts), 0
-    text = real_encode(self, prompts, samples, guided)
-    cond = len(text.embeddings) // 2 if guided else 0
-    for i, prompt in enumerate(prompts):
-        if prompt == "poison":
-            text.embeddings[cond + i * samples : cond + (i + 1) * samples] = np.nan
-    return text
-def output(self, *args, **kwargs):
-    state["calls"] += 1
-    for prompt in state["prompts"]:
-        if prompt.startswith("unet-fault-") and state["calls"] == int(prompt.rsplit("-", 1)[1]):
-            raise RuntimeError(f"injected: UNet call {state['calls']} failed")
-    return real_output(self, *args, **kwargs)
-TangoPipeline.encode_text, TangoPipeline._model_output = encode, output
-"""
+# Faults a real server process injects into itself, asked for by the prompt: tests/faults.py (its PRELUDE)
+FAULTS = PRELUDE
 
 
 class ServerProcess(_ServerProcess):

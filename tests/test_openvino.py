@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FIXTURE, INT16_LSB, TOL_LATENTS, TOL_VAE_ENCODER, outputs
+from conftest import FIXTURE, INT16_LSB, TOL_VAE_ENCODER, outputs
 from tango_rt.export.check import compare, thresholds
 from tango_rt.runtime.errors import BackendError
 from tango_rt.runtime.specs import COMPONENTS, component_specs, dims
@@ -30,28 +30,10 @@ def _bf16_here() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def test_fp32_end_to_end_matches_the_originals_golden_output(ov_tango, golden, golden_meta):
-    from tango_rt.runtime.noise import NoiseSource
-    from tango_rt.runtime.schedulers import make_scheduler
-
-    pipeline = ov_tango.pipeline
-    assert {c.effective_precision for c in pipeline.components.values()} == {"fp32"}
-    text = pipeline.encode_text(golden_meta["prompts"], samples=1, guided=True)
-    noise = NoiseSource.from_seed(0, 3, golden["ddim_init_noise"])
-    latents = pipeline.denoise(text, make_scheduler("ddim"), 10, 3.0, noise)
-    np.testing.assert_allclose(latents, golden["ddim_final_latents"], **TOL_LATENTS)
-    waves = ov_tango.generate_for_batch(golden_meta["prompts"], steps=10, scheduler="ddim",
-                                        latents=golden["ddim_init_noise"])
-    assert np.abs(np.stack(waves).astype(np.int32) - golden["vocoder_wave_int16"]).max() <= INT16_LSB
-
-
-@pytest.mark.parametrize("name", COMPONENTS)
-def test_fp32_networks_match_torch_at_other_shapes(ov_tango, tiny_tango, name):
-    config = ov_tango.pipeline.config
-    feeds = component_specs(config)[name].sample_inputs(dims(config, 3, 11, 40), config, seed=4)
-    metrics = compare(outputs(ov_tango.pipeline.component(name)(**feeds)),
-                      outputs(tiny_tango.pipeline.component(name)(**feeds)))
-    assert metrics["cosine"] >= thresholds("fp32")[0] and metrics["snr_db"] >= thresholds("fp32")[1]
+def test_fp32_networks_run_in_fp32(ov_tango):
+    """What OpenVINO compiled is read back: FP32 asked, FP32 run (the golden and shape checks on this backend are
+    in tests/test_conformance.py)."""
+    assert {c.effective_precision for c in ov_tango.pipeline.components.values()} == {"fp32"}
 
 
 def test_bf16_runs_in_bf16_within_its_thresholds_or_is_refused(onnx_dir, tiny_tango):

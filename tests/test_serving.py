@@ -153,11 +153,14 @@ def test_a_disconnected_client_is_dropped_before_its_batch(server):
     """A slow request occupies the worker; a second client gives up while queued: its job never runs."""
     before = counter(_metrics(server), 'tango_rejections_total{reason="disconnected"}')
     withdrawn = counter(_metrics(server), 'tango_jobs_withdrawn_total{reason="disconnected"}')
+    # the slow one must hold the worker until the server has seen the other client go (within POLL_S): 15 steps
+    # of a full-length clip are seconds here, the impatient client leaves 0.55 s after the slow one came; were it
+    # reached after its deadline, it is still counted as gone (it left first), not late
     slow = threading.Thread(target=post, args=(server, {"prompt": "slow", "steps": 15, "scheduler": "ddim"}))
     slow.start()
-    time.sleep(0.5)
+    time.sleep(0.3)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.url}{GENERATE}", json={"prompt": "impatient", **FAST}, headers=AUTH, timeout=0.5)
+        httpx.post(f"{server.url}{GENERATE}", json={"prompt": "impatient", **FAST}, headers=AUTH, timeout=0.25)
     slow.join()
     assert _counted(server, 'tango_rejections_total{reason="disconnected"}', before + 1)
     # its job leaves the queue when the worker reaches it, counted as withdrawn: wait for that too, so the count

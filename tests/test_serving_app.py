@@ -221,6 +221,20 @@ def test_a_passed_deadline_stops_the_batch_at_the_next_step(serve):
     assert counter(app.get("/metrics", headers=AUTH).text, 'tango_jobs_withdrawn_total{reason="deadline"}') == 1
 
 
+def test_a_client_that_left_before_its_deadline_counts_as_gone_not_late():
+    """Why a job is withdrawn: its client leaving comes first (a queued job whose client left and whose deadline
+    then passed is counted as disconnected: before, as late); a job whose client stayed is late past its deadline."""
+    from tango_rt.runtime.request import GenerationRequest
+    from tango_rt.serving.jobs import Cancelled, Expired, Job
+
+    job = Job(GenerationRequest.build(["x"], seed=1), deadline=time.monotonic() + 60)
+    assert job.withdrawn() is None
+    job.deadline = time.monotonic() - 1
+    assert isinstance(job.withdrawn(), Expired)
+    job.cancelled.set()
+    assert isinstance(job.withdrawn(), Cancelled)
+
+
 # ---- every failure point of the worker -------------------------------------------------------------------------------
 
 def _observer_fails(monkeypatch):
@@ -307,19 +321,11 @@ def test_a_job_that_dies_with_the_worker_tells_its_stream_at_once(serve, monkeyp
 
 
 def _poison(monkeypatch):
+    from faults import poisoned
+
     from tango_rt.runtime.pipeline import TangoPipeline
 
-    real = TangoPipeline.encode_text
-
-    def encode(self, prompts, samples, guided):
-        text = real(self, prompts, samples, guided)
-        cond = len(text.embeddings) // 2 if guided else 0
-        for i, prompt in enumerate(prompts):
-            if prompt == "poison":
-                text.embeddings[cond + i * samples : cond + (i + 1) * samples] = np.nan
-        return text
-
-    monkeypatch.setattr(TangoPipeline, "encode_text", encode)
+    monkeypatch.setattr(TangoPipeline, "encode_text", poisoned(TangoPipeline.encode_text))
 
 
 def test_nan_in_a_batch_fails_only_its_own_request(serve, monkeypatch):

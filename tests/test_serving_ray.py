@@ -77,7 +77,9 @@ def test_ray_audio_in_and_streams(ray_server):
         assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
         streamed = b"".join(response.iter_bytes())
     whole = post(srv, body)
-    assert len(streamed) == 44 + 2 * (20800 + 12 * 16000)
+    samples = 2 * (20800 + 12 * 16000)  # the exact length up front, then the settings after the samples
+    assert int.from_bytes(streamed[40:44], "little") == samples and streamed[44 + samples :][:4] == b"LIST"
+    assert int.from_bytes(streamed[4:8], "little") + 8 == len(streamed)
     np.testing.assert_array_equal(soundfile.read(io.BytesIO(streamed), dtype="int16")[0],
                                   soundfile.read(io.BytesIO(whole.content), dtype="int16")[0])
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trt_stand_in import ENV, FakeContext, FakeCuda, stand_in_component
 
 from conftest import FIXTURE
 from tango_rt.engines.build import apply_precision, engine_manifest
 from tango_rt.engines.profiles import profile_shapes, static_ranges
 from tango_rt.runtime.backends import trt_backend
-from tango_rt.runtime.backends.trt_backend import TrtComponent, plan_buffers
+from tango_rt.runtime.backends.trt_backend import plan_buffers
 from tango_rt.runtime.backends.trt_compat import check_environment, check_onnx_source, rebuild_command
 from tango_rt.runtime.checkpoint import load_checkpoint
 from tango_rt.runtime.errors import ArtifactError, BackendError, InputError
@@ -60,9 +61,6 @@ def test_buffer_plan_sizes(config, specs):
     assert plans["encoder_attention_mask"].nbytes == 8 * 512  # bool: one byte
     half = {p.name: p for p in plan_buffers(specs["unet"], ranges, {"noise_pred": "float16"})}
     assert half["noise_pred"].nbytes == plans["noise_pred"].nbytes // 2
-
-
-ENV = {"version": "10.13.0.35", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
 
 def _engine_manifest(**tensorrt) -> dict:
@@ -130,117 +128,8 @@ def test_engine_manifest_records_what_the_runtime_checks(config):
 # --- the backend against a host-memory stand-in ------------------------------------------------------------------
 
 
-class FakeCuda:
-    """CUDA runtime stand-in: "device" buffers are bytearrays; graphs record the work enqueued while capturing."""
-
-    def __init__(self):
-        self.memory: dict[int, bytearray] = {}
-        self.capturing = None
-        self.launches = 0
-        self.freed: list[int] = []
-
-    def device_properties(self):
-        return ENV["gpu"], ENV["compute_capability"]
-
-    def malloc(self, nbytes):
-        pointer = 0x1000 * (len(self.memory) + 1)
-        self.memory[pointer] = bytearray(max(nbytes, 1))
-        return pointer
-
-    def free(self, pointer):
-        self.freed.append(pointer)
-
-    def create_stream(self):
-        return 7
-
-    def copy_to_device(self, pointer, array, stream):
-        assert self.capturing is None, "copies must stay outside the captured graph"
-        self.memory[pointer][: array.nbytes] = array.tobytes()
-
-    def copy_to_host(self, array, pointer, stream):
-        array.view(np.uint8).reshape(-1)[:] = np.frombuffer(bytes(self.memory[pointer][: array.nbytes]), np.uint8)
-
-    def synchronize(self, stream):
-        pass
-
-    def begin_capture(self, stream):
-        self.capturing = []
-
-    def end_capture(self, stream):
-        graph, self.capturing = self.capturing, None
-        return graph
-
-    def launch(self, graph, stream):
-        self.launches += 1
-        for work in graph:
-            work()
-
-
-class FakeContext:
-    """An execution context computing with a host function, reading and writing the fake device memory."""
-
-    def __init__(self, spec, cuda, compute, dtypes, max_dims):
-        self.spec, self.cuda, self.compute, self.dtypes, self.max_dims = spec, cuda, compute, dtypes, max_dims
-        self.addresses, self.shapes, self.executions, self.fail = {}, {}, 0, False
-        self.device_memory = None
-
-    def set_device_memory(self, pointer, size):
-        self.device_memory = (pointer, size)
-
-    def set_tensor_address(self, name, pointer):
-        self.addresses[name] = pointer
-        return True
-
-    def set_input_shape(self, name, shape):
-        self.shapes[name] = tuple(shape)
-        return all(s <= m for s, m in zip(shape, self.max_dims[name], strict=True))
-
-    def _dims(self):
-        dims = {}
-        for t in self.spec.inputs:
-            dims.update({d: s for d, s in zip(t.shape, self.shapes[t.name], strict=True) if isinstance(d, str)})
-        dims["mel_frames"] = dims.get("mel_frames", dims.get("latent_frames", 0) * 4)
-        dims.setdefault("latent_frames", dims["mel_frames"] // 4)  # the VAE encoder: mel in, latents out
-        dims["samples"] = 163872 if dims.get("mel_frames") == 1024 else 0
-        return dims
-
-    def get_tensor_shape(self, name):
-        return next(t for t in self.spec.outputs if t.name == name).resolve(self._dims())
-
-    def _run(self):
-        self.executions += 1
-        feeds = {}
-        for t in self.spec.inputs:
-            size = int(np.prod(self.shapes[t.name])) * np.dtype(self.dtypes[t.name]).itemsize
-            raw = bytes(self.cuda.memory[self.addresses[t.name]][:size])
-            feeds[t.name] = np.frombuffer(raw, self.dtypes[t.name]).reshape(self.shapes[t.name])
-        results = self.compute(feeds)
-        for name, out in zip(self.spec.output_names, results if isinstance(results, tuple) else (results,),
-                             strict=True):
-            out = np.asarray(out).astype(self.dtypes[name])
-            self.cuda.memory[self.addresses[name]][: out.nbytes] = out.tobytes()
-
-    def execute_async_v3(self, stream_handle):
-        if self.fail:
-            return False
-        if self.cuda.capturing is not None:
-            self.cuda.capturing.append(self._run)
-        else:
-            self._run()
-        return True
-
-
 def _component(specs, config, name, compute, dtypes=None, cuda_graph=False):
-    cuda = FakeCuda()
-    spec = specs[name]
-    ranges = ShapeProfile(max_batch=2).ranges(config)
-    dtypes = {t.name: np.dtype((dtypes or {}).get(t.name, t.dtype)) for t in spec.inputs + spec.outputs}
-    plans = plan_buffers(spec, ranges, {k: v.name for k, v in dtypes.items()})
-    buffers = {p.name: cuda.malloc(p.nbytes) for p in plans}
-    context = FakeContext(spec, cuda, compute, dtypes, {p.name: p.max_shape for p in plans})
-    memory = trt_backend.DeviceMemory(cuda)
-    component = TrtComponent(spec, context, cuda, cuda.create_stream(), buffers, dtypes, ranges, memory, cuda_graph)
-    return component, context, cuda
+    return stand_in_component(specs[name], config, compute, dtypes, cuda_graph)
 
 
 def test_backend_copies_shapes_and_results(specs, config, tiny_tango, golden):

@@ -67,24 +67,6 @@ def test_the_full_unet_still_matches_diffusers(tiny_tango):
                                rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_the_exported_shallow_network_matches_torch(onnx_dir, tiny_tango, backend):
-    """The shallow graph is cut out of the exported UNet graph; on each backend, fed the exported UNet's own deep
-    feature, it returns that call's output, and on the torch reference's feature it matches torch."""
-    pytest.importorskip(backend)
-    from tango_rt import Tango
-
-    lean = Tango(str(onnx_dir), backend=backend, **({"cache_dir": ""} if backend == "openvino" else {}))
-    feeds = _unet_feeds(tiny_tango, rows=3, text_len=11, frames=24)
-    noise_pred, feature = lean.pipeline.components["unet"](**feeds)
-    np.testing.assert_allclose(lean.pipeline.component("unet_shallow")(**feeds, deep_feature=feature), noise_pred,
-                               **TOL_UNET)
-    torch_pred, torch_feature = tiny_tango.pipeline.components["unet"](**feeds)
-    np.testing.assert_allclose(feature, torch_feature, **TOL_UNET)
-    np.testing.assert_allclose(lean.pipeline.component("unet_shallow")(**feeds, deep_feature=torch_feature),
-                               torch_pred, **TOL_UNET)
-
-
 def test_the_shallow_graph_shares_the_unets_weights(tmp_path, onnx_dir):
     """Where the UNet keeps its weights in an external data file (full size), the shallow graph's initializers
     point into that same file (each after its bytes were compared), not into a copy."""

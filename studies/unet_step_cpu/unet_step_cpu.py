@@ -111,17 +111,7 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
     plain = ort_backend.load_components(open_artifact(folders[FP32]), [UNET], threads=threads, fused_attention=False)
     variants[f"{FP32}, plain graph (unfused attention)"] = plain[UNET]
     outputs = {label: unet(**feeds) for label, unet in variants.items()}
-    for _ in range(warmup - 1):
-        for unet in variants.values():
-            unet(**feeds)
-    samples: dict[str, list[float]] = {label: [] for label in variants}
-    for round_ in range(repeat):
-        for label, unet in variants.items():
-            started = time.perf_counter()
-            unet(**feeds)
-            samples[label].append(time.perf_counter() - started)
-        print(f"round {round_ + 1}/{repeat}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in samples.items()),
-              flush=True)
+    samples = _time_rounds(variants, feeds, repeat, warmup)
     baseline = "torch eager fp32"
     torch_module = variants[baseline].module
     args = [torch.from_numpy(feeds[name]) for name in feeds]
@@ -154,6 +144,23 @@ def run(work: Path, out: Path, repeat: int, warmup: int, threads: int) -> dict:
             f"{FP32}, plain graph": dict(list(ort_profile(folders[FP32] / "unet.onnx", feeds, threads).items())[:15]),
         },
     }
+
+
+def _time_rounds(variants: dict, feeds: dict, repeat: int, warmup: int) -> dict[str, list[float]]:
+    """Each variant's step time per round, the variants interleaved within a round (the machine's noise then
+    hits them alike); the first call of each (the outputs kept) counts as one warm-up."""
+    for _ in range(warmup - 1):
+        for unet in variants.values():
+            unet(**feeds)
+    samples: dict[str, list[float]] = {label: [] for label in variants}
+    for round_ in range(repeat):
+        for label, unet in variants.items():
+            started = time.perf_counter()
+            unet(**feeds)
+            samples[label].append(time.perf_counter() - started)
+        print(f"round {round_ + 1}/{repeat}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in samples.items()),
+              flush=True)
+    return samples
 
 
 def markdown(result: dict) -> str:
