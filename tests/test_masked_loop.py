@@ -57,6 +57,41 @@ def test_known_frames_end_as_the_source_and_the_rest_follows_the_seed(tiny_tango
     assert np.abs(a[:, :, known[0]] - plain[:, :, known[0]]).max() > 1e-3  # without the mask it would not hold
 
 
+def test_the_initial_rule_noises_known_frames_with_the_runs_initial_noise(tiny_tango, monkeypatch):
+    """renoise="initial" (diffusers' inpainting rule): after every step the known frames are the source noised to
+    the next step's level with the run's first tensor (the seed's first draw, made again here), rows dropped
+    mid-run keeping their own; the "fresh" rule (the default) draws a new tensor at each step instead."""
+    known = np.zeros((2, FRAMES), bool)
+    known[:, :12] = True
+    seen: list[tuple[int, np.ndarray]] = []
+    keep_known = Edit.keep_known
+
+    def watch(self, latents, scheduler, index, noise):
+        out = keep_known(self, latents, scheduler, index, noise)
+        seen.append((index, out))
+        return out
+
+    monkeypatch.setattr(Edit, "keep_known", watch)
+    asked = []
+    rows = RowSet(["x", "y"], NoiseSource(row_generators(3, 2)), lambda: asked.append(1) or [True, len(asked) < 3])
+    source = _source(2)
+    _run(tiny_tango, ["x", "y"], Edit(source, 1.0, known, renoise="initial"), seed=3, rows=rows)
+    initial = NoiseSource(row_generators(3, 2)).initial((2, 8, FRAMES, 16))
+    scheduler = make_scheduler("ddim")
+    scheduler.set_timesteps(6)
+    assert [len(out) for _, out in seen] == [2, 2, 1, 1, 1, 1]  # row 1 leaves before the third step
+    for index, out in seen[:-1]:
+        rows_now = slice(None) if len(out) == 2 else slice(0, 1)
+        expected = scheduler.add_noise(source[rows_now], initial[rows_now], index)
+        np.testing.assert_allclose(out[:, :, :12], expected[:, :, :12], rtol=0, atol=1e-6)
+    fresh = []
+    monkeypatch.setattr(Edit, "keep_known", lambda self, latents, scheduler, index, noise: fresh.append(
+        keep_known(self, latents, scheduler, index, noise)) or fresh[-1])
+    _run(tiny_tango, ["x"], Edit(source[:1], 1.0, known[:1]), seed=3)
+    expected = scheduler.add_noise(source[:1], initial[:1], 1)
+    assert np.abs(fresh[0][:, :, :12] - expected[:, :, :12]).max() > 1e-3  # fresh: not the initial tensor
+
+
 def test_a_withdrawn_row_takes_its_edit_with_it(tiny_tango):
     known = np.zeros((2, FRAMES), bool)
     known[0, :8], known[1, 16:] = True, True
@@ -80,6 +115,8 @@ def test_bad_edits_are_input_errors(tiny_tango):
         _run(tiny_tango, ["x"], Edit(_source(1), 1.0, np.ones((1, FRAMES))))
     with pytest.raises(InputError, match=r"strength must be in \(0, 1\]"):
         _run(tiny_tango, ["x"], Edit(_source(1), 1.5))
+    with pytest.raises(InputError, match="renoise must be one of fresh, initial, got 'later'"):
+        _run(tiny_tango, ["x"], Edit(_source(1), 1.0, np.ones((1, FRAMES), bool), renoise="later"))
     pipeline = tiny_tango.pipeline
     text = pipeline.encode_text(["x"], 1, guided=True)
     recorded = NoiseSource(row_generators(0, 1), noise=[np.zeros((1, 8, FRAMES, 16), np.float32)] * 6)

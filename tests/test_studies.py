@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -73,3 +74,30 @@ def test_unet_memory_breakdown_records_every_stage(onnx_dir):
     assert list(run["stages"]) == ["read", "compiled, model dropped", "step 1", "step 2"]
     assert all(stage[field] > 0 for stage in run["stages"].values() for field in ov_unet_memory.FIELDS)
     assert run["weights_file_mb"] > 0
+
+
+def test_the_inpainting_study_conditions_the_truth_exactly_and_runs_both_rules():
+    """The exact conditional against the same Gaussian conditioned through the joint precision matrix (another
+    derivation), the mode the known frames came from found, and the study's own loop on a small case."""
+    rule = study("inpaint_rule")
+    from oracle import Truth
+
+    truth = Truth()
+    clip = (truth.means[2, 1] @ truth.basis.T).reshape(8, 8, 16)
+    exact = rule.Conditional(truth, 2, clip)
+    assert exact.weights[1] > 0.999
+    cov = rule.SPREAD**2 * truth.basis @ truth.basis.T + rule.NOISE**2 * np.eye(len(truth.basis))
+    precision = np.linalg.inv(cov)
+    u, k = exact.u, exact.k
+    mean = truth.means[2, 1] @ truth.basis.T
+    offset = clip.ravel()[k] - mean[k]
+    by_precision = mean[u] - np.linalg.solve(precision[np.ix_(u, u)], precision[np.ix_(u, k)] @ offset)
+    np.testing.assert_allclose(exact.means[1], by_precision, atol=1e-6)
+    np.testing.assert_allclose(exact.chol @ exact.chol.T, np.linalg.inv(precision[np.ix_(u, u)]), atol=1e-6)
+    drawn = exact.sample(4, np.random.default_rng(0))
+    known = rule.known_mask()[0]
+    np.testing.assert_array_equal(drawn[:, :, known], np.repeat(clip[None], 4, 0)[:, :, known])
+    oracle = str(Path(__file__).parent / "fixtures" / "oracle")
+    result = rule.evaluate(oracle, count=8, clips=1, samplers=("fast",), prompts=(0,))
+    assert set(result["rows"]["fast"]) == {"fresh", "initial"} and result["choice"] in ("fresh", "initial")
+    assert all(row["sw"] > 0 and row["seam"] > 0 for row in result["rows"]["fast"].values())

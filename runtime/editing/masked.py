@@ -6,7 +6,7 @@ Audio in, variations, inpainting, extension, long-form and loops are each `Tango
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,6 +14,12 @@ from ..errors import InputError
 from ..noise import NoiseSource
 from ..schedulers import Scheduler
 from ..schedulers.base import first_step
+
+# How known frames are noised back to the next step's level: "fresh" noise drawn at every step (latent-diffusion /
+# AudioLDM inpainting) or the run's "initial" noise (diffusers' inpainting pipelines). The default is the rule
+# that came closer to the true conditional distribution on the trained oracle (studies/inpaint_rule).
+RENOISE_RULES = ("fresh", "initial")
+RENOISE = "fresh"
 
 
 @dataclass
@@ -28,11 +34,15 @@ class Edit:
         are replaced by the source noised to the next step's level (latent-diffusion / AudioLDM inpainting), and
         at the end they are the source itself.
     Random draws per row, in order: the initial tensor, then per step the sampler's noise (if it takes one) and,
-    with `known`, one more for re-noising (none after the last step). Recorded `noise=` cannot replay an edit."""
+    with `known` and the "fresh" rule, one more for re-noising (none after the last step). Recorded `noise=`
+    cannot replay an edit.
+    renoise: RENOISE_RULES; `initial` holds the run's initial noise for the "initial" rule (set by `start`)."""
 
     source: np.ndarray
     strength: float = 1.0
     known: np.ndarray | None = None
+    renoise: str = RENOISE
+    initial: np.ndarray | None = field(default=None, repr=False)
 
     def check(self, shape: tuple[int, ...], noise: NoiseSource) -> None:
         if self.source.shape != shape:
@@ -44,6 +54,8 @@ class Edit:
         if noise.noise is not None:
             raise InputError("recorded noise= cannot replay an edit (it draws re-noising tensors): pass a seed")
         first_step(1, self.strength)  # strength in (0, 1]
+        if self.renoise not in RENOISE_RULES:
+            raise InputError(f"renoise must be one of {', '.join(RENOISE_RULES)}, got {self.renoise!r}")
 
     def frames_mask(self) -> np.ndarray:
         """`known` broadcast over (rows, C, frames, bins)."""
@@ -52,6 +64,8 @@ class Edit:
     def start(self, scheduler: Scheduler, initial: np.ndarray, steps: int) -> tuple[int, np.ndarray]:
         """(first step, latents there): below strength 1, the source noised to the level of diffusers'
         image-to-image start step; at 1, pure noise from step 0, with the known frames as the noised source."""
+        if self.known is not None and self.renoise == "initial":
+            self.initial = initial
         if self.strength < 1:
             start = first_step(steps, self.strength)
             return start, scheduler.add_noise(self.source, initial, start)
@@ -66,9 +80,14 @@ class Edit:
         if self.known is None:
             return latents
         last = index >= len(scheduler.timesteps)
-        target = self.source if last else scheduler.add_noise(self.source, noise.step(0, latents.shape), index)
+        if last:
+            target = self.source
+        else:
+            fresh = self.initial if self.renoise == "initial" else noise.step(0, latents.shape)
+            target = scheduler.add_noise(self.source, fresh, index)
         return np.where(self.frames_mask(), target, latents)
 
     def select(self, keep: np.ndarray) -> Edit:
         known = self.known if self.known is None or len(self.known) == 1 else self.known[keep]
-        return Edit(self.source[keep], self.strength, known)
+        initial = None if self.initial is None else self.initial[keep]
+        return Edit(self.source[keep], self.strength, known, self.renoise, initial)
