@@ -12,6 +12,13 @@ import os
 import shutil
 from pathlib import Path
 
+# Under pytest-xdist (`pytest -n 2`), each worker is pinned to its share of the CPUs before numpy, torch or a
+# backend sizes a thread pool, so two workers never run four compute threads on two cores.
+if (worker := os.environ.get("PYTEST_XDIST_WORKER")) and hasattr(os, "sched_setaffinity"):
+    cpus, workers = sorted(os.sched_getaffinity(0)), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= len(cpus):
+        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) :: workers])
+
 import numpy as np
 import pytest
 

@@ -1,7 +1,8 @@
 """One conformance suite for every backend: the same golden, shape, sampler and sound-design checks, written once,
 run on torch (the checkpoint), ONNX Runtime and OpenVINO (one exported folder) and TensorRT's code path (the
 backend's own TrtComponent over a host-memory CUDA stand-in whose "engines" compute with ONNX Runtime:
-tests/trt_stand_in.py; the real engines run in tests/test_tensorrt_gpu.py where TensorRT and a GPU exist).
+tests/trt_stand_in.py; the real engines run in tests/test_tensorrt_gpu.py where TensorRT and a GPU exist). The
+original's full-length 10-step runs skip the stand-in, whose numerics are ONNX Runtime's (GOLDEN_LOOPS says why).
 
 The truths: the original implementation's outputs (tests/fixtures/tango-tiny/golden.npz) for the stage-by-stage
 checks, and the torch reference for what the original never recorded (other shapes, every sampler, every edit).
@@ -34,6 +35,11 @@ pytest.importorskip("torch")
 
 LEAN = ["onnxruntime", "openvino", "tensorrt-stand-in"]
 BACKENDS = [pytest.param("torch", marks=pytest.mark.numerics), *LEAN]
+# The original's 10-step full-length runs (~10 s each): on the backends with their own numerics. The TensorRT
+# stand-in computes with ONNX Runtime (that row's numerics); its own code over many steps (inputs kept resident
+# between calls, shapes set per call, outputs copied back) is what the sampler and sound-design runs below check
+# against torch, and they fail when it breaks (tried: a stale resident input fails 13 of them).
+GOLDEN_LOOPS = BACKENDS[:-1]
 WAV = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # 1.3 s at 16 kHz
 FAST = {"steps": 3, "scheduler": "ddim", "seed": 11}
 FEATURES = {
@@ -108,6 +114,7 @@ def test_text_conditioning_matches_the_original(backend, golden, golden_meta):
         np.testing.assert_array_equal(text.mask, golden[f"{name}_mask"])
 
 
+@pytest.mark.parametrize("backend", GOLDEN_LOOPS, indirect=True)
 def test_two_samples_per_prompt_keep_the_originals_order(backend, golden, golden_meta):
     pipeline = backend.pipeline
     text = pipeline.encode_text([golden_meta["n2_prompt"]], samples=2, guided=True)
@@ -145,6 +152,7 @@ def _decoded(backend, monkeypatch) -> list[np.ndarray]:
     return seen
 
 
+@pytest.mark.parametrize("backend", GOLDEN_LOOPS, indirect=True)
 def test_the_public_api_end_to_end_matches_the_originals_latents_and_audio(backend, golden, golden_meta,
                                                                            monkeypatch):
     """DDIM from the recorded initial noise: the final latents, and int16 audio within a few LSB."""
@@ -156,6 +164,7 @@ def test_the_public_api_end_to_end_matches_the_originals_latents_and_audio(backe
     assert np.abs(np.stack(waves).astype(np.int32) - golden["vocoder_wave_int16"]).max() <= INT16_LSB
 
 
+@pytest.mark.parametrize("backend", GOLDEN_LOOPS, indirect=True)
 def test_the_originals_sampler_replayed_in_batches_of_two(backend, golden, golden_meta, monkeypatch):
     """DDPM (the original's default) replayed from recorded initial and step noise, in batches of 2 then 1
     prompts: the text is padded per batch, as the original's generate_for_batch does; the padded positions are

@@ -334,6 +334,21 @@ def test_int8_unet_option(tmp_path, tiny_tango):
     assert np.isfinite(quantized).all() and rel < INT8_MAX_REL
 
 
+def test_a_process_pinned_to_fewer_cpus_gets_that_many_threads(monkeypatch):
+    """ONNX Runtime sizes its pool from the machine, not the affinity mask; pinned to one of two CPUs (taskset, a
+    cpuset), the session gets one thread unless told otherwise; with every CPU, ONNX Runtime's own choice (0)."""
+    import os
+
+    from tango_rt.runtime.backends.ort_backend import make_session_options
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert make_session_options().intra_op_num_threads == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    assert make_session_options().intra_op_num_threads == 1
+    assert make_session_options(threads=2).intra_op_num_threads == 2
+
+
 def test_arena_option_reaches_the_session(onnx_dir):
     from tango_rt import Tango
 

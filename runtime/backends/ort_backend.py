@@ -24,7 +24,7 @@ from ..artifacts import Artifact
 from ..errors import ArtifactError, BackendError
 from ..specs import ComponentSpec, component_specs
 from .base import Component, Outputs
-from .devices import cuda_index
+from .devices import cuda_index, narrowed_threads
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(bool)": "bool"}
@@ -75,7 +75,8 @@ def make_session_options(threads: int | None = None, optimization: str = "all", 
     their peaks. `"shared"` (the default) registers one CPU arena for the whole process and lets every session use
     it, so the pipeline holds the largest network's peak once: measured on the full-size pipeline (fused attention),
     peak RSS 5.3 GiB instead of 6.0 GiB at the same step time (benchmarks/results/cpu-full vs ort-arena-session).
-    `"off"` allocates per call instead (True / False mean "shared" / "off")."""
+    `"off"` allocates per call instead (True / False mean "shared" / "off"). Without `threads`, ONNX Runtime sizes
+    its pool, unless this process may use fewer CPUs than the machine has (devices.narrowed_threads)."""
     if optimization not in OPTIMIZATION_LEVELS:
         raise BackendError(f"graph optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}")
     if isinstance(arena, bool):
@@ -88,6 +89,7 @@ def make_session_options(threads: int | None = None, optimization: str = "all", 
     if arena == "shared":
         _register_shared_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
+    threads = threads or narrowed_threads()
     if threads:
         options.intra_op_num_threads = threads
     return options
