@@ -26,6 +26,7 @@ os.environ.setdefault("TANGO_RT_DEBUG", "1")  # test mode: NaN/Inf checks at eve
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tango-tiny"
+WAV = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # the audio-in fixture: 1.3 s, 20800 16-bit samples at 16 kHz
 
 # Tolerances, stated once, from an error model that holds on any CPU (not from one machine's worst case).
 # The golden arrays and our runs compute the same float32 arithmetic in different orders: GEMM / convolution

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 from faults import PRELUDE
 from server_process import ServerProcess as _ServerProcess
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tango-tiny"
+from conftest import FIXTURE
+
 FAST = {"steps": 2, "duration": 1.0, "scheduler": "ddim"}  # a ~0.1 s request on the tiny model
+EDIT = {"steps": 2, "scheduler": "ddim"}  # an edit's length is its input's: no duration
 GENERATE = "/v1/audio/generate"
+KEY = "s3cret"  # the API key the guarded servers are started with
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 # Faults a real server process injects into itself, asked for by the prompt: tests/faults.py (its PRELUDE)
 FAULTS = PRELUDE

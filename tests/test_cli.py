@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FIXTURE
+from conftest import FIXTURE, WAV
 from tango_rt.cli import main
 
 soundfile = pytest.importorskip("soundfile")
@@ -81,21 +81,18 @@ def test_cli_refuses_what_it_would_otherwise_ignore(tmp_path, capsys):
         main(["generate", "a", "--scheduler", "heun"])
 
 
-AUDIO_IN = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # 1.3 s, 20800 samples
-
-
 def test_generate_edits_audio_files(tmp_path, capsys):
     base = ["--model", str(FIXTURE), "--steps", "2", "--seed", "3", "--device", "cpu", "-q"]
     runs = {
-        "variation.wav": ["--audio", str(AUDIO_IN), "--strength", "0.4"],
-        "inpaint.wav": ["--audio", str(AUDIO_IN), "--inpaint", "0.2:0.4", "--inpaint", "0.8:1.0"],
+        "variation.wav": ["--audio", str(WAV), "--strength", "0.4"],
+        "inpaint.wav": ["--audio", str(WAV), "--inpaint", "0.2:0.4", "--inpaint", "0.8:1.0"],
         "loop.flac": ["--duration", "2", "--loop"],
     }
     for name, extra in runs.items():
         assert main(["generate", "a cough", *base, *extra, "-o", str(tmp_path / name)]) == 0
     lengths = {name: soundfile.read(tmp_path / name, dtype="int16")[0].shape for name in runs}
     assert lengths == {"variation.wav": (20800,), "inpaint.wav": (20800,), "loop.flac": (32000,)}
-    original = soundfile.read(AUDIO_IN, dtype="int16")[0]
+    original = soundfile.read(WAV, dtype="int16")[0]
     inpainted = soundfile.read(tmp_path / "inpaint.wav", dtype="int16")[0]
     np.testing.assert_array_equal(inpainted[: round(0.2 * 16000)], original[: round(0.2 * 16000)])
     assert main(["generate", "x", *base, "--inpaint", "0.1:0.2"]) == 2  # inpaint needs --audio
@@ -115,7 +112,7 @@ def test_extension_is_written_window_by_window(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(audio.AudioStreamWriter, "write", recording)
     out = tmp_path / "longer.wav"
-    assert main(["generate", "rain", "--model", str(FIXTURE), "--audio", str(AUDIO_IN), "--extend", "12",
+    assert main(["generate", "rain", "--model", str(FIXTURE), "--audio", str(WAV), "--extend", "12",
                  "--steps", "1", "--seed", "0", "--device", "cpu", "-q", "-o", str(out)]) == 0
     assert len(seen) == 2 and seen[0] < seen[1] == 20800 + 12 * 16000
     assert capsys.readouterr().out.split() == [str(out)]

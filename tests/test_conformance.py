@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from conftest import (
-    FIXTURE,
     INT16_LSB,
     SHAPES,
     TOL_EMBEDDINGS,
@@ -24,6 +23,7 @@ from conftest import (
     TOL_NETWORK,
     TOL_UNET,
     TOL_WAVE,
+    WAV,
     outputs,
 )
 from tango_rt.runtime.audio import to_int16
@@ -39,8 +39,7 @@ BACKENDS = [pytest.param("torch", marks=pytest.mark.numerics), *LEAN]
 # stand-in computes with ONNX Runtime (that row's numerics); its own code over many steps (inputs kept resident
 # between calls, shapes set per call, outputs copied back) is what the sampler and sound-design runs below check
 # against torch, and they fail when it breaks (tried: a stale resident input fails 13 of them).
-GOLDEN_LOOPS = BACKENDS[:-1]
-WAV = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # 1.3 s at 16 kHz
+GOLDEN_LOOPS = [backend for backend in BACKENDS if backend != "tensorrt-stand-in"]
 FAST = {"steps": 3, "scheduler": "ddim", "seed": 11}
 FEATURES = {
     "variation": lambda t: t.generate("rain", audio=WAV, strength=0.5, **FAST),

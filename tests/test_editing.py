@@ -15,14 +15,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FIXTURE, TOL_WAVE
+from conftest import TOL_WAVE, WAV
 from tango_rt.runtime.audio_input import normalize
 from tango_rt.runtime.editing import geometry as editing
 from tango_rt.runtime.errors import InputError
 
 pytest.importorskip("torch")
 soundfile = pytest.importorskip("soundfile")
-WAV = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # 1.3 s at 16 kHz, 16-bit
 RATE = 16000
 FAST = {"steps": 3, "scheduler": "ddim", "seed": 5}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import FIXTURE
+from conftest import FIXTURE, WAV
 from tango_rt.export.check import compare
 
 torch = pytest.importorskip("torch")
@@ -76,7 +76,7 @@ def test_cuda_shallow_network_turbo_plan_and_audio_in(tiny_tango, precision, cud
         if precision == "fp32":
             cpu = tiny_tango.generate("rain on a tin roof", **settings)
             assert np.abs(wave.astype(np.int32) - cpu).max() <= 64
-        wav = FIXTURE.parent / "audio-in" / "tone_16k.wav"
+        wav = WAV
         assert compare(tango.encode_audio(wav), tiny_tango.encode_audio(wav))["snr_db"] > 30
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32

@@ -20,7 +20,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import FIXTURE, INT16_LSB
+from conftest import FIXTURE, INT16_LSB, WAV
 from tango_rt.runtime.metadata import read_settings
 
 httpx = pytest.importorskip("httpx")
@@ -28,12 +28,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("torch")
 soundfile = pytest.importorskip("soundfile")
 
-from serving_helpers import FAST, FAULTS, GENERATE, ServerProcess, counter, post, post_together  # noqa: E402
+from serving_helpers import AUTH, EDIT, FAST, FAULTS, GENERATE, KEY, ServerProcess, counter, post, post_together  # noqa: E402
 
-KEY = "s3cret"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-WAV = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # 1.3 s, 20800 samples at 16 kHz
-EDIT = {"steps": 2, "scheduler": "ddim"}
 HEADER_TIMEOUT_S, MAX_CONNECTIONS = 2, 24
 
 

@@ -12,22 +12,18 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FIXTURE, INT16_LSB
+from conftest import INT16_LSB, WAV
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("torch")
 soundfile = pytest.importorskip("soundfile")
 
-from serving_helpers import FAST, GENERATE, InProcess, counter  # noqa: E402
+from serving_helpers import AUTH, EDIT, FAST, GENERATE, KEY, InProcess, counter  # noqa: E402
 
-KEY = "s3cret"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-WAV = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # 1.3 s at 16 kHz
 GUARDED = dict(api_key=KEY, max_steps=50, max_duration_s=12, max_samples=2, max_body_bytes=4096, timeout_s=6,
                max_batch=4, max_wait_ms=300, max_prompt_chars=200, max_audio_bytes=200_000, max_audio_s=5)
 SLOW = {"prompt": "a long rumble", "steps": 40, "scheduler": "ddim"}  # ~10 s of worker time on the tiny model
-EDIT = {"steps": 2, "scheduler": "ddim"}  # an edit's length is its input's: no duration
 
 
 @pytest.fixture

@@ -14,17 +14,15 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FIXTURE, INT16_LSB
+from conftest import INT16_LSB, WAV
 
 pytest.importorskip("ray.serve", reason="needs ray[serve]: pip install 'tango-rt[ray]'")
 httpx = pytest.importorskip("httpx")
 soundfile = pytest.importorskip("soundfile")
 
-from serving_helpers import FAST, FAULTS, GENERATE, ServerProcess, post, post_together, server_log  # noqa: E402
+from serving_helpers import AUTH, FAST, FAULTS, GENERATE, KEY, ServerProcess, post, post_together, server_log  # noqa: E402
 
 pytestmark = pytest.mark.slow
-KEY = "k3y"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +64,7 @@ def test_ray_checks_the_key_first_applies_the_caps_and_stops_a_late_job_between_
 def test_ray_audio_in_and_streams(ray_server):
     """Audio in and a streamed extension through Ray's batch: the same runner, the same answers."""
     srv = ray_server
-    wav = FIXTURE.parent / "audio-in" / "tone_16k.wav"
+    wav = WAV
     audio = base64.b64encode(wav.read_bytes()).decode()
     variation = post(srv, {"prompt": "rain", "steps": 2, "scheduler": "ddim", "seed": 4, "audio": audio,
                            "strength": 0.5})

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import INT16_LSB
+from conftest import FIXTURE, INT16_LSB, WAV
 from tango_rt.runtime.errors import ArtifactError
 
 
@@ -62,10 +62,9 @@ def test_audio_in_on_engines(engines_fp32, tiny_tango):
     inpainting whose outside is the input exactly (the composite holds on any backend)."""
     import soundfile
 
-    from conftest import FIXTURE
     from tango_rt import Tango
 
-    wav = FIXTURE.parent / "audio-in" / "tone_16k.wav"
+    wav = WAV
     golden = np.load(FIXTURE.parent / "audio-in" / "golden.npz")
     tango = Tango(str(engines_fp32), backend="tensorrt")
     np.testing.assert_allclose(tango.encode_audio(wav), golden["tone_16k_latents"][0], rtol=1e-2, atol=1e-2)
