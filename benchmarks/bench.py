@@ -28,6 +28,7 @@ from ..runtime.artifacts import is_artifact, open_artifact
 from ..runtime.backends.registry import BACKENDS, get_backend
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import InputError, TangoError
+from ..runtime.precision import BF16, INT8, W8A8
 from ..runtime.schedulers.config import option_pairs
 from .machine import machine_info
 from .memory_limit import MemoryLimit, evict_page_cache
@@ -115,6 +116,17 @@ def onnx_folder(source: str, precision: str, work: Path, max_batch: int) -> Path
     return reuse_or_export(source, folder, precision, max_batch=max(max_batch, DEFAULT_MAX_BATCH))
 
 
+def arithmetic(export_precision: str, options: dict, device: str | None) -> str | None:
+    """What the UNet's GEMMs and convolutions mostly compute in, for the machine's peak (benchmarks/machine.py):
+    int8 for the W8A8 and dynamic-INT8 exports, bf16 when the backend is asked for it, else fp32; None on a GPU
+    (no CPU peak applies)."""
+    if device and str(device).startswith("cuda"):
+        return None
+    if export_precision in (W8A8, INT8):
+        return "int8"
+    return "bf16" if options.get("precision") == BF16 else "fp32"
+
+
 def prepare(config: BenchConfig, work: Path) -> dict[str, dict]:
     """Child job per variant: which model folder, backend and options it loads."""
     jobs = {}
@@ -135,6 +147,7 @@ def prepare(config: BenchConfig, work: Path) -> dict[str, dict]:
             model = str(reuse_or_build(Path(model), Path(model).parent / f"{Path(model).name}-engines"))
         jobs[variant.name] = {"variant": asdict(variant), "label": variant.label, "model": model,
                               "options": options, "config": asdict(config),
+                              "arithmetic": arithmetic(export_precision, options, config.device),
                               "probe": str(work / f"probe-{len(jobs)}.npy")}
     return jobs
 

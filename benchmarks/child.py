@@ -101,6 +101,7 @@ def measure(job: dict) -> dict:
         "variant": variant,
         "label": job["label"],
         "model": job["model"],
+        "arithmetic": job.get("arithmetic"),
         "providers_or_device": _device(tango),
         "effective_precision": {name: getattr(c, "effective_precision", None)
                                 for name, c in tango.pipeline.components.items()},
@@ -146,7 +147,17 @@ def _measure_batch(tango: Tango, recorder: Recorder, config: dict, name: str, ba
     }
     run["extrapolated_s"] = extrapolate(run, config["unet_work"])
     run["unet_gflop_per_clip"] = unet_gflop(tango, config, frames)
+    run["unet_tflops"] = unet_tflops(run, batch)
     return run
+
+
+def unet_tflops(run: dict, batch: int) -> float | None:
+    """The UNet's effective TFLOP/s: its analytic FLOPs per generation (batch clips) over the median time a
+    generation spent in it (full and shallow calls). None where either is unknown."""
+    gflop = run.get("unet_gflop_per_clip")
+    seconds = run["per_generation"]["unet_step"].get("median", 0.0) + \
+        run["per_generation"].get(UNET_SHALLOW, {}).get("median", 0.0)
+    return batch * gflop / seconds / 1e3 if gflop and seconds > 0 else None
 
 
 def unet_gflop(tango: Tango, config: dict, frames: int) -> float | None:

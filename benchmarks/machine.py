@@ -86,6 +86,7 @@ def machine_info() -> dict:
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
+        "ghz": cpu_ghz(),
         "memory_gb": memory_gb(),
         "gpus": gpus(),
         "platform": platform.platform(),
@@ -93,3 +94,41 @@ def machine_info() -> dict:
                                      "transformers", "diffusers", "tensorrt", "tango-rt"),
         "git_revision": git_revision(),
     }
+
+
+# Dense multiply-add throughput per core per cycle (a multiply-add counts two), by arithmetic and the best unit the
+# flags show: AMX's tiles (BF16 1024, INT8 2048), AVX-512 with two FMA ports (FP32 64; BF16 via VDPBF16PS 128;
+# INT8 via VNNI's VPDPBUSD 256), AVX2 / AVX-VNNI at half that. A core with one 512-bit FMA port (some Xeon
+# Silver, Zen 4's split 256-bit units) reaches half: the figure is the ceiling, not a promise.
+PEAK_OPS_PER_CYCLE: dict[str, tuple[tuple[str, int], ...]] = {
+    "int8": (("amx_int8", 2048), ("avx512_vnni", 256), ("avx_vnni", 128), ("avx2", 64)),
+    "bf16": (("amx_bf16", 1024), ("avx512_bf16", 128), ("avx512f", 64), ("avx2", 32)),
+    "fp32": (("avx512f", 64), ("avx2", 32)),
+}
+
+
+def cpu_ghz() -> float | None:
+    """The clock the peak is figured at: the nominal one in the model name (@ 2.10GHz) when given, else the current
+    one /proc/cpuinfo reports (cloud vCPUs often hide the nominal)."""
+    name = cpu_model()
+    if "GHz" in name:
+        try:
+            return float(name.rsplit("@", 1)[1].strip().removesuffix("GHz"))
+        except (IndexError, ValueError):
+            pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def peak_tflops(arithmetic: str, flags: list[str], cores: int, ghz: float) -> tuple[float, str] | None:
+    """The machine's dense peak for `arithmetic` (int8 / bf16 / fp32) in TFLOP/s (TOP/s for INT8) and the unit
+    it comes from; None without a known unit. `cores`: the CPUs the run may use."""
+    for flag, ops in PEAK_OPS_PER_CYCLE[arithmetic]:
+        if flag in flags:
+            return ops * cores * ghz / 1000, flag
+    return None

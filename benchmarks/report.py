@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..runtime.instrument import STAGES
+from .machine import peak_tflops
 
 
 def _db(value: float) -> str:
@@ -36,20 +37,35 @@ def _memory_limit_lines(result: dict) -> list[str]:
 
 
 def _unet_work_lines(result: dict) -> list[str]:
-    """UNet GFLOP per clip (analytic, runtime/flops.py) and, where steps were cached, the shallow call's cost."""
+    """UNet GFLOP per clip (analytic, runtime/flops.py), where steps were cached the shallow call's cost, and the
+    UNet's effective TFLOP/s against the machine's peak for the arithmetic it mostly runs in."""
     work = result["config"].get("unet_work") or {}
     lines = ["", f"UNet work per clip (guidance interval {work.get('guidance_interval')}, cache interval "
              f"{work.get('cache_interval', 1)} {work.get('cache_schedule', 'uniform')}):", "",
-             "| variant | batch | UNet GFLOP per clip | full call s | shallow call s | shallow / full |",
-             "|---|---|---|---|---|---|"]
+             "| variant | batch | UNet GFLOP per clip | full call s | shallow call s | shallow / full "
+             "| UNet TFLOP/s | peak TFLOP/s (unit) | of peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, v in result["variants"].items():
+        kind = v.get("arithmetic")
+        peak = _peak(result["machine"], kind)
+        ceiling = "-" if peak is None else f"{peak[0]:.2f} ({kind}, {peak[1]})"
         for batch, run in v.get("batches", {}).items():
             full, shallow = run["stages"]["unet_step"].get("median"), run["stages"].get("unet_shallow", {}).get(
                 "median")
-            gflop = run.get("unet_gflop_per_clip")
+            gflop, tflops = run.get("unet_gflop_per_clip"), run.get("unet_tflops")
+            share = "-" if not (tflops and peak) else f"{tflops / peak[0]:.1%}"
             lines.append(f"| {name} | {batch} | {'-' if gflop is None else f'{gflop:.0f}'} | {_fmt(full)} | "
-                         f"{_fmt(shallow)} | {'-' if not (full and shallow) else f'{shallow / full:.1%}'} |")
+                         f"{_fmt(shallow)} | {'-' if not (full and shallow) else f'{shallow / full:.1%}'} | "
+                         f"{'-' if tflops is None else f'{tflops:.2f}'} | "
+                         f"{ceiling} | "
+                         f"{share} |")
     return lines
+
+
+def _peak(machine: dict, arithmetic: str | None) -> tuple[float, str] | None:
+    if not arithmetic or not machine.get("ghz") or not machine.get("cores"):
+        return None
+    return peak_tflops(arithmetic, machine.get("cpu_flags", []), machine["cores"], machine["ghz"])
 
 
 def _audio_in_lines(result: dict) -> list[str]:

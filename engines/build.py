@@ -4,7 +4,10 @@ Precision comes from the ONNX graphs, not from this module or the precision poli
 typed networks only (its FP16 builder flag is gone), and on TensorRT 10 we ask for strong typing too, so an
 engine computes in the types its graph declares. An FP16 export (`tango-rt export --precision fp16`, which
 applies runtime/precision.py) therefore gives FP16 engines that keep T5, the UNet's attention scores and
-timestep embedding, and the VAE's mid-block attention in FP32, exactly as the graph says.
+timestep embedding, and the VAE's mid-block attention in FP32, exactly as the graph says. A W8A8 export's UNet
+carries QuantizeLinear / DequantizeLinear pairs: TensorRT builds it by explicit quantization (INT8 kernels where
+the graph says, no INT8 builder flag and no calibrator), which takes symmetric INT8 only; the graph is checked for
+that before TensorRT is imported (`check_explicit_quantization`).
 Optimization profiles come from the folder's declared shape ranges, or one fixed shape with --static (what
 CUDA graphs need). A timing cache makes rebuilds fast.
 """
@@ -20,11 +23,11 @@ from typing import Any
 from ..export.folders import file_entry, log, prepare_output_folder, write_manifest
 from ..runtime.artifacts import FRONT_END, SCHEDULER_FILE, TOKENIZER_DIR, is_artifact, open_artifact
 from ..runtime.errors import ArtifactError, BackendError
-from ..runtime.precision import FP16, FP32
+from ..runtime.precision import FP16, FP32, W8A8
 from ..runtime.specs import COMPONENTS, DimRange, component_specs
 from .profiles import MAX_ACTIVATION_GB, check_buildable, engine_ranges, profile_shapes, static_ranges
 
-BUILDABLE_PRECISIONS = (FP32, FP16)
+BUILDABLE_PRECISIONS = (FP32, FP16, W8A8)
 
 
 def _progress_monitor(trt: Any, component: str) -> Any:
@@ -168,12 +171,43 @@ def _checked_ranges(artifact: Any, onnx: Path, static: dict | None, max_batch: i
     or a profile's worst-case activation passes `max_activation_gb`."""
     if artifact.manifest["precision"] not in BUILDABLE_PRECISIONS:
         raise ArtifactError(f"{onnx} is a {artifact.manifest['precision']} export; TensorRT engines are built from "
-                            "fp16 (recommended) or fp32 exports: tango-rt export --precision fp16")
+                            "fp16 (recommended), fp32 or w8a8 exports: tango-rt export --precision fp16")
     config = artifact.pipeline_config
     ranges = static_ranges(config, **static) if static else engine_ranges(config, artifact.ranges, max_batch,
                                                                           max_duration)
     check_buildable(config, ranges, max_activation_gb)
+    for name, entry in artifact.manifest["components"].items():
+        if entry.get("precision") == W8A8:
+            check_explicit_quantization(artifact.files(name, "onnx")[0])
     return ranges
+
+
+def check_explicit_quantization(onnx_path: Path) -> int:
+    """Refuse a quantized graph TensorRT's explicit quantization cannot take: every QuantizeLinear's and
+    DequantizeLinear's zero point must be INT8 and zero (symmetric), as the W8A8 export writes them. Returns how
+    many quantizers the graph has."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    points = {t.name: t for t in model.graph.initializer}
+    points.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+                   if a.name == "value"})
+    count = 0
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        count += node.op_type == "QuantizeLinear"
+        zero = points.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zero is None:
+            continue  # no zero point: 0, and the type follows the scale (INT8 when quantizing to INT8 by default)
+        array = numpy_helper.to_array(zero)
+        if array.dtype != np.int8 or np.any(array != 0):
+            raise ArtifactError(f"{onnx_path.name}: {node.op_type} {node.name!r} has zero point "
+                                f"{array.ravel()[:4].tolist()} ({array.dtype}); TensorRT takes symmetric INT8 "
+                                "quantization only (int8, zero point 0), as tango-rt export --precision w8a8 writes")
+    return count
 
 
 def _build_one(trt: Any, builder: Any, logger: Any, artifact: Any, spec: Any, ranges: dict, cache: Any, step: str,

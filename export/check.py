@@ -16,10 +16,19 @@ precision can represent, independent of the CPU or GPU that runs it:
   deep network compounds those roundings to ~20-35 dB (random tiny weights, which cancel more than trained
   ones, are the low end), while breakage (overflow, a missing FP32 island, wrong scales) falls below 10 dB.
   A network run with both (int8-weights+bf16) takes the looser of each bound.
+- w8a8: weights per output channel and activations per tensor in 8 bits, as int8-dynamic, but with activation
+  ranges fixed by calibration instead of measured per call, so a value outside its calibrated range is clipped
+  as well as rounded: one tensor's rounding is ~35-48 dB (the crest factor of an activation costs up to ~13 dB of
+  the 48), and the compounding over the UNet's ~200 quantized GEMMs and convolutions, with the residual paths
+  averaging part of it away, leaves ~20-30 dB on inputs like the calibration's. 15 dB and cosine 0.99, the bound
+  of the other 8-bit precisions, flag breakage (a wrong scale or zero point, a range calibrated on other data,
+  a quantized softmax) which costs more than 10 dB. The inputs must be a real trajectory's (see
+  `_trajectory`): random embeddings far outside the calibrated ranges would be clipped by design.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +36,9 @@ import numpy as np
 
 from ..runtime.artifacts import is_artifact, open_artifact
 from ..runtime.backends.registry import backend_for_format, get_backend
+from ..runtime.errors import InputError
 from ..runtime.loader import load_pipeline
-from ..runtime.precision import BF16, FP16, FP32, INT8_WEIGHTS
+from ..runtime.precision import BF16, FP16, FP32, INT8_WEIGHTS, W8A8
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 
 THRESHOLDS = {  # precision: (minimum cosine similarity, minimum SNR in dB)
@@ -37,6 +47,7 @@ THRESHOLDS = {  # precision: (minimum cosine similarity, minimum SNR in dB)
     "int8-dynamic": (0.99, 15.0),
     BF16: (0.99, 15.0),
     INT8_WEIGHTS: (0.99, 15.0),
+    W8A8: (0.99, 15.0),
 }
 
 
@@ -105,8 +116,10 @@ def _precision(model: str, name: str, component, options: dict) -> str:
     return options.get("precision") or FP32
 
 
-def check_model(model: str, backend: str | None = None, device: str | None = None, **options: Any) -> list[CheckRow]:
-    """Check every component of `model` (exported folder, or a checkpoint with e.g. precision="fp16").
+def check_model(model: str, backend: str | None = None, device: str | None = None,
+                components: Sequence[str] | None = None, **options: Any) -> list[CheckRow]:
+    """Check every component of `model` (exported folder, or a checkpoint with e.g. precision="fp16"), or those
+    named in `components`.
 
     An export run by ONNX Runtime holds two graphs where attention was fused (`<name>.ort.onnx`, what the CPU
     provider runs, and the plain `<name>.onnx`, what the other backends read): both are checked, unless the
@@ -122,6 +135,12 @@ def check_model(model: str, backend: str | None = None, device: str | None = Non
         "ort_graph" in entry for entry in artifact.manifest["components"].values())
     ranges = artifact.ranges if artifact else ShapeProfile().ranges(reference.config)
     names = [n for n in COMPONENTS if artifact is None or n in artifact.manifest["components"]]
+    if components is not None:
+        unknown = sorted(set(components) - set(names))
+        if unknown:
+            raise InputError(f"no component(s) {unknown} to check in {model}; it has {names}")
+        names = [n for n in names if n in components]
+    trajectory = _trajectory(reference) if artifact and artifact.manifest["precision"] == W8A8 else None
     rows, checked = [], set()
     for extra in ({"fused_attention": True}, {"fused_attention": False}) if fused else ({},):
         candidate = load_pipeline(model, backend, device, **options, **extra)
@@ -130,22 +149,53 @@ def check_model(model: str, backend: str | None = None, device: str | None = Non
             graph = getattr(component, "graph", None)
             if (name, graph) not in checked:
                 checked.add((name, graph))
-                rows += _check_component(name, component, reference.component(name),
-                                         _precision(model, name, component, options), candidate.config, ranges)
+                precision = _precision(model, name, component, options)
+                cases = _trajectory_cases(trajectory, name) if W8A8 in precision else \
+                    _shape_cases(name, ranges, candidate.config)
+                rows += _check_component(name, component, reference.component(name), precision, cases)
     return rows
 
 
-def _check_component(name: str, component, reference, precision: str, config, ranges) -> list[CheckRow]:
-    """One component against the torch reference at the declared shapes (see `_shapes`)."""
-    component.check_finite = False  # NaN / Inf is reported as a failed row, not raised
+CHECK_PROMPT = "Thunder rolls over a valley as rain begins to fall"  # in no calibration set: held out
+TRAJECTORY_CALLS = 4  # per network: spread over a fast and a turbo run, guided and unguided calls among them
+
+
+def _trajectory(reference) -> list:
+    """The UNet calls of one fast and one turbo run of a held-out prompt on the torch reference: the inputs a
+    quantized UNet is judged on (its ranges were calibrated for inputs like these, not for random tensors)."""
+    from .calibration import record_calls
+
+    return record_calls(reference, [CHECK_PROMPT, CHECK_PROMPT], seed=7)
+
+
+def _trajectory_cases(calls: list, name: str) -> list[tuple[str, dict]]:
+    from .calibration import spread
+
+    cases = []
+    for call in spread(calls, name, TRAJECTORY_CALLS):
+        shape = "x".join(str(s) for s in call.feeds["sample"].shape)
+        cases.append((f"{shape} t={call.timestep:.0f} {'guided' if call.guided else 'cond'}", call.feeds))
+    return cases
+
+
+def _shape_cases(name: str, ranges, config) -> list[tuple[str, dict]]:
     spec = component_specs(config)[name]
-    rows = []
+    cases = []
     for shape in _shapes(ranges, config):
         feeds = spec.sample_inputs(shape, config, seed=1)
+        cases.append(("x".join(str(s) for s in feeds[spec.input_names[0]].shape), feeds))
+    return cases
+
+
+def _check_component(name: str, component, reference, precision: str, cases: list[tuple[str, dict]]
+                     ) -> list[CheckRow]:
+    """One component against the torch reference on each case: (label, feeds)."""
+    component.check_finite = False  # NaN / Inf is reported as a failed row, not raised
+    rows = []
+    for label, feeds in cases:
         metrics = compare_outputs(component(**feeds), reference(**feeds))
         passed = passes(metrics, precision)
-        shape = "x".join(str(s) for s in feeds[spec.input_names[0]].shape)
-        rows.append(CheckRow(name, component.backend, getattr(component, "graph", None) or "-", precision, shape,
+        rows.append(CheckRow(name, component.backend, getattr(component, "graph", None) or "-", precision, label,
                              passed=passed, **metrics))
     return rows
 

@@ -21,7 +21,7 @@ from ..runtime.artifacts import FRONT_END, SCHEDULER_FILE, TOKENIZER_DIR
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.config import DEFAULT_MAX_BATCH
 from ..runtime.errors import ArtifactError, warn
-from ..runtime.precision import EXPORT_PRECISIONS, FP16, FP32, INT8_WEIGHTS, component_precision
+from ..runtime.precision import EXPORT_PRECISIONS, FP16, FP32, INT8_WEIGHTS, PRECISION_POLICY, W8A8, component_precision
 from ..runtime.specs import (
     COMPONENTS,
     UNET,
@@ -35,9 +35,10 @@ from ..runtime.specs import (
 from ..runtime.tokenizer import TOKENIZER_FILES
 from ..runtime.versions import library_versions
 from .attention_fusion import write_ort_graph
+from .calibration import Calibration
 from .check import compare, passes
 from .folders import file_entry, log, prepare_output_folder, write_manifest
-from .precision import compress_weights_int8, convert_to_fp16, quantize_int8
+from .precision import compress_weights_int8, convert_to_fp16, quantize_int8, quantize_w8a8
 from .shallow import extract_shallow, share_weights
 
 DEFAULT_OPSET = 17
@@ -53,12 +54,13 @@ EXPORT_REVISION = 4
 PRECISIONS = EXPORT_PRECISIONS
 
 
-def _save(model, path: Path) -> None:
-    """Save a ModelProto, with one external data file when the weights pass the threshold."""
+def _save(model, path: Path, external: bool = False) -> None:
+    """Save a ModelProto, with one external data file when the weights pass the threshold or `external` asks
+    for it (then the graphs made from it, its fused twin and the shallow branch, point into that file)."""
     import onnx
 
     weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
-    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
+    if external or weight_bytes > EXTERNAL_DATA_THRESHOLD:
         location = f"{path.name}.data"
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location)
     else:
@@ -93,6 +95,11 @@ def _trace(module, spec, feeds: dict, path: Path, opset: int) -> None:
         )
 
 
+def _trace_shape(config) -> dict[str, int]:
+    """The shapes traced: see the module docstring (the default length plus one UNet downsampling block)."""
+    return dims(config, EXPORT_BATCH, EXPORT_TEXT_LEN, config.latent_frames + config.unet_downsample)
+
+
 def export_component(module, spec, config, out: Path, precision: str, opset: int,
                      shallow: ComponentSpec | None = None) -> dict[str, dict]:
     """Trace one network to `out/<name>.onnx`, apply the precision, check it; return its manifest entry (by name).
@@ -106,8 +113,7 @@ def export_component(module, spec, config, out: Path, precision: str, opset: int
     staging.mkdir()
     try:
         traced = staging / f"{spec.name}.onnx"
-        frames = config.latent_frames + config.unet_downsample
-        shape = dims(config, EXPORT_BATCH, EXPORT_TEXT_LEN, frames)
+        shape = _trace_shape(config)
         _trace(module, spec, spec.sample_inputs(shape, config), traced, opset)
         entries = {spec.name: _finish(traced, spec, config, shape, out, precision, opset)}
         if shallow is not None:
@@ -147,6 +153,10 @@ def _write_onnx(traced: Path, target: Path, actual: str, name: str) -> list[str]
 
     if actual == "int8-dynamic":
         return quantize_int8(str(traced), str(target), name)
+    if actual == W8A8:  # quantized already (_quantize_unets): written with its float nodes counted; the UNet's
+        model = onnx.load(traced)  # INT8 weights (~1/4 of FP32's) go to a data file its twin and branch share
+        _save(model, target, external=name == UNET)
+        return PRECISION_POLICY[name].float_nodes(node.name for node in model.graph.node)
     model, kept = convert_to_fp16(str(traced), name) if actual == FP16 else (onnx.load(traced), [])
     _save(model, target)
     return kept
@@ -222,11 +232,13 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     profile: ShapeProfile | None = None,
     components: Iterable[str] = COMPONENTS,
+    calibration: Calibration | None = None,
 ) -> Path:
-    """Export a checkpoint (Hub id, folder, or random:full|tiny) to a self-contained ONNX model folder."""
-    from ..runtime.backends.torch_models import ModelBuilder
-
+    """Export a checkpoint (Hub id, folder, or random:full|tiny) to a self-contained ONNX model folder.
+    `w8a8` exports FP32 first, then quantizes the UNet on trajectories those graphs sample (`calibration`:
+    its prompts, seed and call count; the shipped prompts by default)."""
     names = _checked_request(precision, components)
+    calibration = (calibration or Calibration()).checked() if precision == W8A8 else None
     out = Path(out)
     checkpoint = load_checkpoint(model)  # before touching `out`: a bad model must not cost the old folder
     config = checkpoint.pipeline_config()
@@ -234,8 +246,32 @@ def export_onnx(
     profile = profile or ShapeProfile()
     prepare_output_folder(out, force, inputs=[model] if Path(model).expanduser().is_dir() else [])
     log(f"exporting {model} to {out} ({precision}, opset {opset})")
-    builder = ModelBuilder(checkpoint)
-    entries = {}
+    entries = _export_networks(checkpoint, names, specs, out, FP32 if calibration else precision, opset)
+    _copy_text_files(checkpoint, out)
+    front_end = _write_front_end(checkpoint, out) if VAE_ENCODER in names else None
+    manifest = {
+        "source": {"model": _source_reference(model), "weights_digest": checkpoint.weights_digest()},
+        "pipeline": config.to_dict(),
+        "shape_ranges": {k: v.to_list() for k, v in profile.ranges(config).items()},
+        "precision": FP32 if calibration else precision,
+        "exporter": {"method": EXPORTER, "revision": EXPORT_REVISION, "versions": library_versions(
+            "torch", "transformers", "diffusers", "onnx", "onnxruntime")},
+        "components": entries,
+        **({FRONT_END: front_end} if front_end else {}),
+    }
+    write_manifest(out, manifest)
+    if calibration is not None:
+        write_manifest(out, _quantize_unets(out, manifest, specs, opset, calibration))
+    return out
+
+
+def _export_networks(checkpoint, names: list[str], specs: dict[str, ComponentSpec], out: Path, precision: str,
+                     opset: int) -> dict[str, dict]:
+    """Each network built, traced and written at `precision` (the shallow branch with the UNet it is cut out of);
+    their manifest entries by name."""
+    from ..runtime.backends.torch_models import ModelBuilder
+
+    builder, config, entries = ModelBuilder(checkpoint), checkpoint.pipeline_config(), {}
     for index, name in enumerate(names, 1):
         if name in entries:  # the shallow UNet branch, cut out of the UNet's graph with it
             continue
@@ -247,19 +283,43 @@ def export_onnx(
         del module
         size = entries[name]["size"] + sum(e["size"] for e in entries[name]["external_data"])
         log(f"[{index}/{len(names)}] {name}: done in {time.perf_counter() - started:.1f} s, {size / 1e6:.1f} MB")
-    _copy_text_files(checkpoint, out)
-    front_end = _write_front_end(checkpoint, out) if VAE_ENCODER in names else None
-    write_manifest(out, {
-        "source": {"model": _source_reference(model), "weights_digest": checkpoint.weights_digest()},
-        "pipeline": config.to_dict(),
-        "shape_ranges": {k: v.to_list() for k, v in profile.ranges(config).items()},
-        "precision": precision,
-        "exporter": {"method": EXPORTER, "revision": EXPORT_REVISION, "versions": library_versions(
-            "torch", "transformers", "diffusers", "onnx", "onnxruntime")},
-        "components": entries,
-        **({FRONT_END: front_end} if front_end else {}),
-    })
-    return out
+    return entries
+
+
+def _quantize_unets(out: Path, manifest: dict, specs: dict[str, ComponentSpec], opset: int,
+                    calibration: Calibration) -> dict:
+    """The FP32 export's UNet made W8A8 (calibrated on what its graphs sample) and its shallow branch cut out of
+    the quantized graph again, so both run the same INT8 ranges and weights; returns the new manifest."""
+    from ..runtime.loader import load_pipeline
+
+    log(f"W8A8: sampling {len(calibration.prompts)} calibration prompts on the FP32 graphs ...")
+    pipeline = load_pipeline(str(out), "onnxruntime", "cpu")  # the fused-attention graphs where written: faster
+    feeds = calibration.unet_feeds(pipeline)
+    config = pipeline.config
+    del pipeline
+    log(f"W8A8: quantizing the UNet on {len(feeds)} calls ...")
+    for name in (UNET, UNET_SHALLOW):  # the FP32 graphs' fused-attention twins; the quantized ones get their own
+        fused = manifest["components"].get(name, {}).get("ort_graph")
+        if fused:
+            (out / fused["file"]).unlink()
+    staging = out / ".staging-w8a8"
+    staging.mkdir()
+    try:
+        quantized = staging / f"{UNET}.onnx"
+        _save(quantize_w8a8(out / f"{UNET}.onnx", UNET, feeds, calibration.alpha), quantized)
+        for stale in manifest["components"][UNET]["external_data"]:  # the FP32 weights, read in full by now
+            (out / stale["file"]).unlink(missing_ok=True)
+        shape = _trace_shape(config)
+        entries = {UNET: _finish(quantized, specs[UNET], config, shape, out, W8A8, opset)}
+        if UNET_SHALLOW in manifest["components"]:
+            cut = staging / f"{UNET_SHALLOW}.onnx"
+            extract_shallow(quantized, cut, specs[UNET], specs[UNET_SHALLOW])
+            entries[UNET_SHALLOW] = _finish(cut, specs[UNET_SHALLOW], config, shape, out, W8A8, opset,
+                                            out / entries[UNET]["file"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**manifest, "precision": W8A8, "calibration": calibration.record(len(feeds)),
+            "components": {**manifest["components"], **entries}}
 
 
 def _checked_request(precision: str, components: Iterable[str]) -> list[str]:

@@ -1,8 +1,11 @@
 """Graph edits that apply the precision policy (`runtime/precision.py`) to exported graphs: FP16 conversion with
 FP32 islands, INT8 dynamic quantization of the UNet's MatMul weights (ONNX Runtime, CPUs), and INT8 weight
-compression of the UNet and T5 (OpenVINO, edge CPUs)."""
+compression of the UNet and T5 (OpenVINO, edge CPUs), and W8A8 static quantization of the UNet (every CPU
+runtime and TensorRT's INT8 engines)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..runtime.precision import PRECISION_POLICY
 
@@ -69,3 +72,36 @@ def compress_weights_int8(onnx_path, target) -> int:
                 and op.get_element_type() in (ov.Type.u8, ov.Type.i8))
     ov.save_model(compressed, str(target), compress_to_fp16=False)
     return after
+
+
+SMOOTH_QUANT_ALPHA = 0.95  # NNCF's default for MatMuls; see the study in docs/performance.md (W8A8)
+
+
+def quantize_w8a8(model_path: Path, component: str, feeds: list[dict], alpha: float = SMOOTH_QUANT_ALPHA):
+    """A QDQ ONNX graph of an FP32 one: INT8 weights (per output channel) and activations (per tensor, ranges from
+    `feeds`, the network's inputs along real trajectories: export/calibration.py), by NNCF's
+    post-training quantization for transformer models (SmoothQuant with `alpha` moves activation outliers into the
+    weights first; fast bias correction afterwards). QuantizeLinear / DequantizeLinear pairs are what OpenVINO
+    turns into its INT8 kernels, ONNX Runtime's CPU provider into VNNI ones, and TensorRT builds INT8 engines from
+    (explicit quantization). Every quantizer is symmetric (zero point 0, NNCF's performance preset): TensorRT's
+    explicit quantization takes symmetric INT8 only. The precision policy's islands and its W8A8 exclusions stay
+    float. The graph's external data is read where it lies. Returns the quantized ModelProto, every weight in memory."""
+    import nncf
+    import onnx
+    from nncf.onnx.quantization.backend_parameters import BackendParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    folder = str(Path(model_path).parent.resolve())
+    model = onnx.load(str(model_path), load_external_data=False)
+    # by name: NNCF anchors its patterns at the start (re.match), the policy's are searched (re.search)
+    excluded = PRECISION_POLICY[component].float_nodes(node.name for node in model.graph.node)
+    advanced = AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha),
+        backend_params={BackendParameters.EXTERNAL_DATA_DIR: folder})
+    quantized = nncf.quantize(
+        model, nncf.Dataset(feeds), preset=nncf.QuantizationPreset.PERFORMANCE, model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(feeds),
+        ignored_scope=nncf.IgnoredScope(names=excluded, validate=False),
+        advanced_parameters=advanced)
+    onnx.load_external_data_for_model(quantized, folder)
+    return quantized

@@ -4,6 +4,7 @@ One policy, read by every reduced-precision path:
 - the ONNX FP16 export (`export/precision.py`): nodes whose names match `onnx_nodes` keep FP32, with Casts
   around them; a `whole_graph_fp32` network is exported FP32;
 - the INT8 dynamic quantization of the UNet for CPUs: the same nodes are left unquantized;
+- the W8A8 quantization of the UNet (`export/precision.quantize_w8a8`): the same nodes and `unquantized` stay float;
 - the torch FP16 path (`backends/torch_backend.py`): modules whose qualified names match `torch_modules` run in
   FP32 through casting hooks; a `whole_graph_fp32` network keeps FP32 weights.
 TensorRT engines take no part: TensorRT builds strongly typed networks, so an engine computes in the types its
@@ -33,7 +34,9 @@ from .specs import TEXT_ENCODER, UNET, UNET_SHALLOW, VAE_DECODER, VAE_ENCODER, V
 FP32, FP16, BF16 = "fp32", "fp16", "bf16"
 INT8 = "int8"  # ONNX Runtime's dynamic quantization of the UNet's MatMul weights (an export precision)
 INT8_WEIGHTS = "int8-weights"  # NNCF's INT8 weight compression into OpenVINO IR (an export precision)
-EXPORT_PRECISIONS = (FP32, FP16, INT8, INT8_WEIGHTS)
+W8A8 = "w8a8"  # the UNet's weights and activations in INT8 (QDQ ONNX, NNCF post-training quantization)
+W8A8_BF16 = f"{W8A8}+{BF16}"  # a bench variant: the W8A8 export on OpenVINO, BF16 where not quantized
+EXPORT_PRECISIONS = (FP32, FP16, INT8, INT8_WEIGHTS, W8A8)
 RUNTIME_PRECISIONS = (FP32, FP16, BF16)  # what a backend's precision option can ask for
 
 
@@ -47,6 +50,15 @@ class PrecisionPolicy:
     onnx_nodes: tuple[str, ...] = ()
     torch_modules: tuple[str, ...] = ()
     fp32_inputs: tuple[str, ...] = ()
+    unquantized: tuple[str, ...] = ()  # node patterns W8A8 also leaves in float, besides the islands
+
+    def w8a8_excluded(self) -> tuple[str, ...]:
+        """Node-name patterns the W8A8 quantization leaves in float: the FP32 islands and `unquantized`."""
+        return self.onnx_nodes + self.unquantized
+
+    def float_nodes(self, node_names: Iterable[str]) -> list[str]:
+        """ONNX nodes W8A8 leaves in float (what its manifest entry counts)."""
+        return [n for n in node_names if any(re.search(p, n) for p in self.w8a8_excluded())]
 
     def fp32_nodes(self, node_names: Iterable[str]) -> list[str]:
         """ONNX nodes (names as the TorchScript exporter writes module scopes) that stay FP32 under FP16."""
@@ -69,6 +81,9 @@ UNET_POLICY = PrecisionPolicy(
     # Karras-sigma timesteps are fractional (987.3, ...): FP16 keeps 0.5 of resolution above 512, so an FP16
     # timestep would be another timestep than the FP32 path and the exported graphs see
     fp32_inputs=("timestep",),
+    # W8A8: the time embedding's two Linear layers act on one vector per row (no GEMM worth INT8) and carry the
+    # timestep's fine structure into every resnet; an INT8 range over all timesteps would coarsen it
+    unquantized=(r"/time_embedding/",),
 )
 PRECISION_POLICY: dict[str, PrecisionPolicy] = {
     TEXT_ENCODER: PrecisionPolicy(whole_graph_fp32=True),
@@ -89,11 +104,15 @@ PRECISION_POLICY: dict[str, PrecisionPolicy] = {
 def component_precision(precision: str, name: str) -> str:
     """What a model-wide precision means for one network: reduced precisions spare whole-FP32 networks (T5);
     int8 is the UNet's MatMul weights only (ONNX Runtime on CPUs); int8-weights stores the UNet's and T5's
-    weights as INT8 with FP32 / BF16 arithmetic (OpenVINO), which has no FP16 overflow to fear in T5."""
+    weights as INT8 with FP32 / BF16 arithmetic (OpenVINO), which has no FP16 overflow to fear in T5; w8a8 is
+    the UNet and its shallow branch in INT8 weights and activations, the other networks FP32 (or BF16 where a
+    backend is asked for it)."""
     if precision == "int8-weights":
         return precision if name in (UNET, UNET_SHALLOW, TEXT_ENCODER) else "fp32"
     if PRECISION_POLICY[name].whole_graph_fp32:
         return "fp32"
     if precision == "int8":
         return "int8-dynamic" if name in (UNET, UNET_SHALLOW) else "fp32"
+    if precision == W8A8:
+        return W8A8 if name in (UNET, UNET_SHALLOW) else FP32
     return precision

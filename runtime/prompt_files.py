@@ -45,14 +45,15 @@ class Row:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def read_rows(path: str | Path) -> tuple[list[Row], list[tuple[int, str]]]:
-    """The rows of a prompt file, and (line, problem) for the rows that cannot be read (the others go on)."""
+def read_rows(path: str | Path, option: str = "--prompts") -> tuple[list[Row], list[tuple[int, str]]]:
+    """The rows of a prompt file, and (line, problem) for the rows that cannot be read (the others go on).
+    `option` is the command-line flag that named the file, for the messages."""
     path = Path(path)
     kind = SUFFIXES.get(path.suffix.lower(), "text")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"--prompts {path}: cannot read it ({exc})") from None
+        raise InputError(f"{option} {path}: cannot read it ({exc})") from None
     rows, problems = [], []
     for line, fields in _records(text, kind):
         try:
@@ -60,7 +61,7 @@ def read_rows(path: str | Path) -> tuple[list[Row], list[tuple[int, str]]]:
         except InputError as exc:
             problems.append((line, str(exc)))
     if not rows and not problems:
-        raise InputError(f"--prompts {path}: holds no prompts")
+        raise InputError(f"{option} {path}: holds no prompts")
     return rows, problems
 
 

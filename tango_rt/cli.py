@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .engines.profiles import ENGINE_MAX_BATCH, MAX_ACTIVATION_GB
+from .export.calibration import CALIBRATION_CALLS, CALIBRATION_SEED
 from .runtime.backends.registry import BACKENDS
 from .runtime.checkpoint import DEFAULT_MODEL
 from .runtime.config import DEFAULT_MAX_BATCH
@@ -23,7 +24,7 @@ from .runtime.precision import EXPORT_PRECISIONS, FP32, RUNTIME_PRECISIONS
 from .runtime.presets import PRESETS
 from .runtime.schedulers import SCHEDULER_NAMES
 from .runtime.schedulers.config import option_pairs
-from .runtime.specs import STATIC_TEXT_LEN
+from .runtime.specs import COMPONENTS, STATIC_TEXT_LEN
 from .serving.settings import Settings
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -153,12 +154,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 @command
 def cmd_export(args: argparse.Namespace) -> int:
+    from .export.calibration import Calibration
     from .export.onnx_export import export_onnx
     from .runtime.specs import ShapeProfile
 
     out = export_onnx(
         args.model, args.out, precision=args.precision, force=args.force, opset=args.opset,
         profile=ShapeProfile(max_batch=args.max_batch, max_duration=args.max_duration),
+        calibration=Calibration(args.calibration_prompts, args.calibration_seed, args.calibration_calls),
     )
     print(out)
     return 0
@@ -188,7 +191,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .export.check import check_model, format_rows
 
-    rows = check_model(args.model, backend=args.backend, device=args.device, **_backend_options(args))
+    components = args.components.split(",") if args.components else None
+    rows = check_model(args.model, backend=args.backend, device=args.device, components=components,
+                       **_backend_options(args))
     print(format_rows(rows))
     failed = [f"{r.component} ({r.shape})" for r in rows if not r.passed]
     if failed:
@@ -308,8 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--precision", default=FP32, choices=list(EXPORT_PRECISIONS),
                      help="fp16 (GPUs) keeps T5, attention scores and the timestep embedding in fp32; int8 (ONNX "
                      "Runtime on CPUs) quantizes the UNet's MatMul weights dynamically; int8-weights (OpenVINO) "
-                     "stores the UNet's and T5's weights as INT8 (about 4x smaller); both are separate options with "
-                     "their own accuracy")
+                     "stores the UNet's and T5's weights as INT8 (about 4x smaller); w8a8 (CPUs, TensorRT INT8) "
+                     "quantizes the UNet's weights and activations, calibrated on sampling trajectories; each is a "
+                     "separate option with its own accuracy (tango-rt check)")
+    exp.add_argument("--calibration-prompts", default=None, metavar="FILE",
+                     help="w8a8: prompts to calibrate on (text, CSV or JSON Lines; default: the shipped set)")
+    exp.add_argument("--calibration-seed", type=int, default=CALIBRATION_SEED,
+                     help="w8a8: seed of the calibration trajectories (prompt i gets seed + i)")
+    exp.add_argument("--calibration-calls", type=int, default=CALIBRATION_CALLS,
+                     help="w8a8: UNet calls the INT8 ranges are measured on, spread over the trajectories")
     exp.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                      help="clips per denoising call (prompts x samples) the graphs are declared for")
     exp.add_argument("--max-duration", type=float, default=None,
@@ -338,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="compare each component with the FP32 torch reference (error, SNR)")
     _add_runtime_args(check)
+    check.add_argument("--components", default=None, metavar="NAMES",
+                       help=f"comma-separated networks to check (default all): {', '.join(COMPONENTS)}")
     check.set_defaults(backend=None)
 
     bench = sub.add_parser("bench", help="per-stage latency, RTF, memory and accuracy of several backends, one run")

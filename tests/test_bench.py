@@ -131,6 +131,9 @@ def test_bench_on_the_tiny_fixture(onnx_dir, tmp_path, capsys):
                 assert key in run["end_to_end"] and key in run["stages"]["vocoder"]
             assert run["rtf"] > 0 and run["throughput_clips_per_s"] > 0
             assert run["unet_gflop_per_clip"] > 0  # analytic, from the export's architecture record
+            gen = run["per_generation"]
+            seconds = gen["unet_step"]["median"] + gen["unet_shallow"].get("median", 0.0)
+            assert run["unet_tflops"] == pytest.approx(int(batch) * run["unet_gflop_per_clip"] / seconds / 1e3)
         audio_in = variant["audio_in"]  # the VAE encoder and the mel front end, timed per clip
         assert audio_in["vae_encoder"]["n"] == 2 and audio_in["vae_encoder"]["median"] > 0
         assert audio_in["audio_to_mel"]["n"] == 2 and audio_in["encoder_load_s"] > 0
@@ -164,6 +167,40 @@ def test_bench_under_a_memory_limit(onnx_dir, tmp_path, capsys):
     assert "variant(s) ['onnxruntime'] failed" in capsys.readouterr().err
     failed = json.loads((tmp_path / "small" / "results.json").read_text())["variants"]["onnxruntime"]
     assert failed["error"].startswith("killed out of memory under the 64 MB limit")
+
+
+def test_the_machines_peak_follows_its_best_unit_for_the_arithmetic():
+    """Dense peak = ops per core per cycle x cores x GHz: AMX, then AVX-512 (VNNI / BF16), then AVX2."""
+    from tango_rt.benchmarks.machine import peak_tflops
+
+    vnni = ["avx2", "avx512f", "avx512_vnni"]
+    assert peak_tflops("int8", vnni, 2, 2.3) == (pytest.approx(1.1776), "avx512_vnni")  # 256 x 2 x 2.3 / 1000
+    assert peak_tflops("fp32", vnni, 2, 2.3) == (pytest.approx(0.2944), "avx512f")  # 64 x 2 x 2.3 / 1000
+    assert peak_tflops("bf16", vnni, 2, 2.3) == (pytest.approx(0.2944), "avx512f")  # no BF16 unit: FP32's rate
+    amx = [*vnni, "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+    assert peak_tflops("int8", amx, 2, 2.0) == (pytest.approx(8.192), "amx_int8")
+    assert peak_tflops("bf16", amx, 2, 2.0) == (pytest.approx(4.096), "amx_bf16")
+    assert peak_tflops("fp32", ["asimd"], 2, 2.0) is None
+
+
+def test_the_unet_throughput_and_its_share_of_the_peak_in_the_report():
+    """TFLOP/s = batch x analytic GFLOP per clip / seconds a generation spent in the UNet (full + shallow calls);
+    the report sets it against the peak of the arithmetic the variant's UNet runs in."""
+    from tango_rt.benchmarks.bench import arithmetic
+    from tango_rt.benchmarks.child import unet_tflops
+    from tango_rt.benchmarks.report import _unet_work_lines
+
+    run = {"per_generation": {"unet_step": {"median": 4.0}, "unet_shallow": {"median": 1.0}},
+           "stages": {"unet_step": {"median": 0.8}, "unet_shallow": {"median": 0.1}}, "unet_gflop_per_clip": 1000.0}
+    run["unet_tflops"] = unet_tflops(run, batch=2)
+    assert run["unet_tflops"] == pytest.approx(0.4)  # 2 clips x 1000 GFLOP in 5 s
+    assert unet_tflops({**run, "unet_gflop_per_clip": None}, 2) is None
+    assert [arithmetic(*case) for case in (("w8a8", {}, "cpu"), ("int8", {}, None), ("fp32", {"precision": "bf16"},
+            None), ("int8-weights", {}, "cpu"), ("fp16", {}, "cuda:1"))] == ["int8", "int8", "bf16", "fp32", None]
+    result = {"config": {"unet_work": {}}, "machine": {"cores": 2, "ghz": 2.3, "cpu_flags": ["avx512f", "avx512_vnni"]},
+              "variants": {"openvino:w8a8": {"arithmetic": "int8", "batches": {"2": run}}}}
+    line = _unet_work_lines(result)[-1]
+    assert "| 0.40 | 1.18 (int8, avx512_vnni) | 34.0% |" in line, line
 
 
 def test_extrapolation_counts_the_cache_plans_full_and_shallow_calls():

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from ..errors import BackendError
-from ..precision import BF16, FP16, FP32, INT8, INT8_WEIGHTS
+from ..precision import BF16, FP16, FP32, INT8, INT8_WEIGHTS, W8A8, W8A8_BF16
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ BACKENDS: dict[str, Backend] = {
         ),
         Backend(
             "onnxruntime", "tango_rt.runtime.backends.ort_backend", "onnxruntime", "artifact", ("onnx",),
-            (FP32, FP16, INT8),
+            (FP32, FP16, INT8, W8A8),
             {"providers": "ONNX Runtime execution providers, in order",
              "threads": "intra-op threads",
              "optimization": "graph optimization level: disable | basic | extended | all",
@@ -81,14 +81,15 @@ BACKENDS: dict[str, Backend] = {
         ),
         Backend(
             "openvino", "tango_rt.runtime.backends.ov_backend", "openvino", "artifact", ("onnx", "openvino"),
-            (FP32, BF16, INT8),
+            (FP32, BF16, INT8, W8A8, W8A8_BF16),
             {"precision": "fp32 | bf16 (CPUs with AVX-512 BF16 / AMX; what ran is read back)",
              "threads": "inference threads", "streams": "parallel inference streams",
              "performance_hint": "LATENCY | THROUGHPUT",
              "cache_dir": "compiled-model cache folder ('' disables; default ~/.cache/tango-rt/openvino)",
              "static_shapes": "compile per input shape (default: on under bf16)"},
             aliases=("ov",),
-            variants={BF16: (FP32, {"precision": BF16}), INT8: (INT8_WEIGHTS, {})},
+            variants={BF16: (FP32, {"precision": BF16}), INT8: (INT8_WEIGHTS, {}),
+                      W8A8_BF16: (W8A8, {"precision": BF16})},
         ),
     )
 }

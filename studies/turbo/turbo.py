@@ -67,6 +67,7 @@ PLANS = {
     "guidance (0, 2] + cache 3": {"guidance_interval": (0.0, 2.0), "cache_interval": 3},
     "guidance (1, 15] + cache 3": {"guidance_interval": (1.0, 15.0), "cache_interval": 3},
 }
+TURBO_LABEL = "guidance (0.5, 3] + cache 4"  # the plan this study chose: the turbo preset (runtime/presets.py)
 FULL_SIZE = {"frames": 256, "bins": 16, "text_len": TYPICAL_TEXT_LEN}  # the clip GFLOP are counted for
 
 
@@ -80,9 +81,11 @@ def gflop(plan: UNetPlan, tango, shape: UNetShape, steps: int = FAST["steps"], s
     return total, sum(k == "full" for k, _ in calls), sum(k == "shallow" for k, _ in calls)
 
 
-def evaluate(oracle: str, lean: dict[str, object] | None = None, count: int = COUNT) -> dict:
+def evaluate(oracle: str, lean: dict[str, object] | None = None, count: int = COUNT, presets_only: bool = False
+             ) -> dict:
     """Every plan on torch FP32; the fast preset, the turbo preset and the original default (DDPM 100) too; then
-    the fast and turbo presets on each `lean` variant (label -> a loaded Tango), e.g. OpenVINO BF16."""
+    the fast and turbo presets on each `lean` variant (label -> a loaded Tango), e.g. OpenVINO BF16. With
+    `presets_only`, the FP32 rows are the two presets' alone (the plan sweep is the study's first question)."""
     from tango_rt.runtime.checkpoint import package_data
     from tango_rt.runtime.tango import Tango
 
@@ -94,7 +97,8 @@ def evaluate(oracle: str, lean: dict[str, object] | None = None, count: int = CO
     floor = float(np.mean([sliced_wasserstein(a, b) for a, b in zip(floor_sets, truth_sets, strict=True)]))
     full_size = UNetShape.from_config(package_data("unet_config.json"))
     rows, reference = {}, None
-    for label, arguments in PLANS.items():
+    plans = {label: PLANS[label] for label in ("fast preset", TURBO_LABEL)} if presets_only else PLANS
+    for label, arguments in plans.items():
         plan = UNetPlan.of(**arguments)
         started = time.perf_counter()
         samples = sample(tango, plan, count=count)
@@ -103,12 +107,13 @@ def evaluate(oracle: str, lean: dict[str, object] | None = None, count: int = CO
         rows[label] = {**measure(samples, truth, reference, truth_sets), "gflop": total, "full_calls": full,
                        "shallow_calls": shallow, "plan": arguments, "seconds": time.perf_counter() - started}
         print(f"{label}: {rows[label]}", file=sys.stderr)
-    ddpm = {"scheduler": "ddpm", "options": {}, "steps": 100}
-    samples = sample(tango, UNetPlan(), count=count, **ddpm)
-    rows["original default (DDPM 100)"] = {**measure(samples, truth, None, truth_sets),
-                                           "gflop": gflop(UNetPlan(), tango, full_size, 100, "ddpm", {})[0],
-                                           "plan": {}, "sampler": ddpm}
-    turbo = choose_turbo(rows)
+    if not presets_only:
+        ddpm = {"scheduler": "ddpm", "options": {}, "steps": 100}
+        samples = sample(tango, UNetPlan(), count=count, **ddpm)
+        rows["original default (DDPM 100)"] = {**measure(samples, truth, None, truth_sets),
+                                               "gflop": gflop(UNetPlan(), tango, full_size, 100, "ddpm", {})[0],
+                                               "plan": {}, "sampler": ddpm}
+    turbo = choose_turbo(rows, plans)
     for variant, model in (lean or {}).items():
         for label in ("fast preset", turbo):
             samples = sample(model, UNetPlan.of(**rows[label]["plan"]), count=count)
@@ -118,10 +123,10 @@ def evaluate(oracle: str, lean: dict[str, object] | None = None, count: int = CO
             "fast_preset": {k: v for k, v in FAST.items()}, "tolerance": TOLERANCE, "cut": CACHE_CUT}
 
 
-def choose_turbo(rows: dict) -> str:
+def choose_turbo(rows: dict, plans: dict = PLANS) -> str:
     """The fewest GFLOP per clip among the FP32 plans within TOLERANCE of the fast preset's distance."""
     limit = TOLERANCE * rows["fast preset"]["sw"]
-    fits = [label for label in PLANS if rows[label]["sw"] <= limit]
+    fits = [label for label in plans if rows[label]["sw"] <= limit]
     return min(fits, key=lambda label: (rows[label]["gflop"], rows[label]["sw"]))
 
 
@@ -172,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", default=None, help="its FP32 ONNX export (--max-batch at least --count): adds "
                         "OpenVINO BF16 rows")
     parser.add_argument("--int8-export", default=None, help="its int8-weights export: adds OpenVINO INT8 rows")
+    parser.add_argument("--w8a8-export", default=None, help="its w8a8 export (calibrated on the shipped prompts, "
+                        "not the oracle's): adds W8A8 rows on ONNX Runtime and OpenVINO")
+    parser.add_argument("--presets-only", action="store_true", help="FP32 rows of the two presets only")
     parser.add_argument("--count", type=int, default=COUNT)
     parser.add_argument("--out", default="studies/turbo/results")
     args = parser.parse_args(argv)
@@ -182,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         lean["OpenVINO BF16"] = Tango(args.export, backend="openvino", precision="bf16", cache_dir="")
     if args.int8_export:
         lean["OpenVINO INT8 weights"] = Tango(args.int8_export, backend="openvino", cache_dir="")
+    if args.w8a8_export:
+        lean["ONNX Runtime W8A8"] = Tango(args.w8a8_export, backend="onnxruntime")
+        lean["OpenVINO W8A8"] = Tango(args.w8a8_export, backend="openvino", cache_dir="")
     machine = machine_info()
-    result = evaluate(args.oracle, lean, args.count)
+    result = evaluate(args.oracle, lean, args.count, args.presets_only)
     text = table(result)
     out = Path(args.out)
     save_study(out, __file__, argv, machine, result, "Turbo preset", text)

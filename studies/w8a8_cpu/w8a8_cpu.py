@@ -1,0 +1,109 @@
+"""The W8A8 UNet against the FP32 one at full size on a CPU: whole generations of a preset, interleaved in one
+process per backend, so each ratio is of one run on one machine.
+
+    tango-rt export --model random:full --out full-fp32
+    tango-rt export --model random:full --out full-w8a8 --precision w8a8
+    python studies/w8a8_cpu/w8a8_cpu.py --fp32 full-fp32 --w8a8 full-w8a8 --out studies/w8a8_cpu/results
+
+Timing needs no trained weights (random full-size weights; quality is judged on the trained oracle in
+studies/turbo). Per backend, both folders are loaded, each generates once to warm up (first calls compile and
+allocate), then they alternate `--rounds` times; each time is one `Tango.generate` call, end to end, with every
+network's calls timed inside it (runtime/instrument.py). Peak private memory is the process's, per backend, so
+only the whole-run figure is kept (both pipelines are resident).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from tango_rt.benchmarks.machine import machine_info
+from tango_rt.benchmarks.report import save_study
+from tango_rt.runtime.instrument import Recorder, instrument
+from tango_rt.runtime.presets import PRESETS
+from tango_rt.runtime.tango import Tango
+
+PROMPT = "An audience cheering and clapping"
+
+
+def measure(models: dict[str, Tango], preset: str, rounds: int) -> dict:
+    """Median seconds per generation and per network call of each model, interleaved."""
+    recorders = {}
+    for label, tango in models.items():
+        recorders[label] = Recorder()
+        instrument(tango.pipeline, recorders[label])
+        tango.generate(PROMPT, seed=0, **PRESETS[preset])  # warm-up
+    times: dict[str, list[float]] = {label: [] for label in models}
+    for index in range(rounds):
+        for label, tango in models.items():
+            recorders[label].reset()
+            started = time.perf_counter()
+            tango.generate(PROMPT, seed=index + 1, **PRESETS[preset])
+            times[label].append(time.perf_counter() - started)
+    return {label: {"seconds": values, "median_s": statistics.median(values),
+                    "calls": {stage: {"n": len(v), "median_s": statistics.median(v), "total_s": sum(v)}
+                              for stage, v in recorders[label].calls.items()}}
+            for label, values in times.items()}
+
+
+def ratios(result: dict) -> dict:
+    """FP32 over W8A8: whole generation, full UNet call, shallow call."""
+    fp32, w8a8 = result["fp32"], result["w8a8"]
+    out = {"generation": fp32["median_s"] / w8a8["median_s"]}
+    for stage in ("unet_step", "unet_shallow"):
+        if stage in fp32["calls"] and stage in w8a8["calls"]:
+            out[stage] = fp32["calls"][stage]["median_s"] / w8a8["calls"][stage]["median_s"]
+    return out
+
+
+def table(results: dict, preset: str, audio_s: float) -> str:
+    lines = [f"One {audio_s:.2f} s generation, {preset} preset, median of interleaved rounds:", "",
+             "| backend | UNet | generation s | RTF | full UNet call s | shallow call s | vocoder s | VAE decoder s "
+             "| x faster (generation / full / shallow) |", "|---|---|---|---|---|---|---|---|---|"]
+    for backend, result in results.items():
+        speed = ratios(result)
+        for label in ("fp32", "w8a8"):
+            row = result[label]
+            gain = "" if label == "fp32" else " / ".join(f"{speed.get(k, float('nan')):.2f}x" for k in
+                                                         ("generation", "unet_step", "unet_shallow"))
+            lines.append(f"| {backend} | {label} | {row['median_s']:.2f} | {audio_s / row['median_s']:.2f} | "
+                         f"{_cell(row, 'unet_step')} | {_cell(row, 'unet_shallow')} | {_cell(row, 'vocoder')} | "
+                         f"{_cell(row, 'vae_decoder')} | {gain} |")
+    return "\n".join(lines)
+
+
+def _cell(row: dict, stage: str) -> str:
+    return f"{row['calls'][stage]['median_s']:.2f}" if stage in row["calls"] else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fp32", required=True, help="an FP32 export (tango-rt export)")
+    parser.add_argument("--w8a8", required=True, help="a W8A8 export of the same model")
+    parser.add_argument("--backends", default="onnxruntime,openvino")
+    parser.add_argument("--preset", default="turbo", choices=list(PRESETS))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default="studies/w8a8_cpu/results")
+    args = parser.parse_args(argv)
+    machine, results = machine_info(), {}
+    for backend in args.backends.split(","):
+        options = {"cache_dir": ""} if backend == "openvino" else {}
+        models = {"fp32": Tango(args.fp32, backend=backend, **options),
+                  "w8a8": Tango(args.w8a8, backend=backend, **options)}
+        audio_s = models["fp32"].pipeline.config.duration()
+        results[backend] = measure(models, args.preset, args.rounds)
+        print(f"{backend}: {ratios(results[backend])}", file=sys.stderr)
+        del models
+        gc.collect()
+    text = table(results, args.preset, audio_s)
+    save_study(Path(args.out), __file__, argv, machine, {"preset": args.preset, "backends": results},
+               "W8A8 UNet on a CPU", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
