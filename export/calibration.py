@@ -16,18 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..runtime.errors import InputError
-from ..runtime.noise import NoiseSource, row_generators
-from ..runtime.pipeline import TangoPipeline
 from ..runtime.prompt_files import read_rows
-from ..runtime.request import GenerationRequest
-from ..runtime.runner import Runner
 from ..runtime.specs import UNET, UNET_SHALLOW
 from .precision import SMOOTH_QUANT_ALPHA
+
+if TYPE_CHECKING:  # the sampling machinery loads when calibration runs, not when the CLI reads the defaults here
+    from ..runtime.pipeline import TangoPipeline
 
 CALIBRATION_PRESETS = ("fast", "turbo")  # prompt i runs preset i % 2: full guided trajectories and turbo's mix
 CALIBRATION_SEED = 0
@@ -88,6 +87,10 @@ def record_calls(pipeline: TangoPipeline, prompts: Sequence[str], seed: int = CA
                  presets: Sequence[str] = CALIBRATION_PRESETS) -> list[Call]:
     """Every UNet and shallow-UNet call of sampling `prompts` (one at a time, prompt i with seed + i and preset
     i % len(presets)); the decoders are not run. The pipeline's networks are restored afterwards."""
+    from ..runtime.noise import NoiseSource, row_generators
+    from ..runtime.request import GenerationRequest
+    from ..runtime.runner import Runner
+
     if not prompts:
         raise InputError("calibration needs at least one prompt")
     calls: list[Call] = []

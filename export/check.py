@@ -130,17 +130,18 @@ def check_model(model: str, backend: str | None = None, device: str | None = Non
         formats = [entry["format"] for entry in artifact.manifest["components"].values()]
         backend = backend or backend_for_format(formats[0]).name
     backend = get_backend(backend or "torch").name
-    reference = load_pipeline(artifact.source_model if artifact else model, "torch", "cpu")
-    fused = artifact and backend == "onnxruntime" and "fused_attention" not in options and any(
-        "ort_graph" in entry for entry in artifact.manifest["components"].values())
-    ranges = artifact.ranges if artifact else ShapeProfile().ranges(reference.config)
     names = [n for n in COMPONENTS if artifact is None or n in artifact.manifest["components"]]
-    if components is not None:
+    if components is not None:  # refused before the reference's weights are read
         unknown = sorted(set(components) - set(names))
         if unknown:
             raise InputError(f"no component(s) {unknown} to check in {model}; it has {names}")
         names = [n for n in names if n in components]
-    trajectory = _trajectory(reference) if artifact and artifact.manifest["precision"] == W8A8 else None
+    reference = load_pipeline(artifact.source_model if artifact else model, "torch", "cpu")
+    fused = artifact and backend == "onnxruntime" and "fused_attention" not in options and any(
+        "ort_graph" in entry for entry in artifact.manifest["components"].values())
+    ranges = artifact.ranges if artifact else ShapeProfile().ranges(reference.config)
+    quantized = artifact and any(artifact.manifest["components"][n].get("precision") == W8A8 for n in names)
+    trajectory = _trajectory(reference) if quantized else None  # sampled only when a checked network needs it
     rows, checked = [], set()
     for extra in ({"fused_attention": True}, {"fused_attention": False}) if fused else ({},):
         candidate = load_pipeline(model, backend, device, **options, **extra)

@@ -246,7 +246,7 @@ def export_onnx(
     profile = profile or ShapeProfile()
     prepare_output_folder(out, force, inputs=[model] if Path(model).expanduser().is_dir() else [])
     log(f"exporting {model} to {out} ({precision}, opset {opset})")
-    entries = _export_networks(checkpoint, names, specs, out, FP32 if calibration else precision, opset)
+    entries = _export_networks(checkpoint, config, names, specs, out, FP32 if calibration else precision, opset)
     _copy_text_files(checkpoint, out)
     front_end = _write_front_end(checkpoint, out) if VAE_ENCODER in names else None
     manifest = {
@@ -265,13 +265,13 @@ def export_onnx(
     return out
 
 
-def _export_networks(checkpoint, names: list[str], specs: dict[str, ComponentSpec], out: Path, precision: str,
-                     opset: int) -> dict[str, dict]:
+def _export_networks(checkpoint, config, names: list[str], specs: dict[str, ComponentSpec], out: Path,
+                     precision: str, opset: int) -> dict[str, dict]:
     """Each network built, traced and written at `precision` (the shallow branch with the UNet it is cut out of);
     their manifest entries by name."""
     from ..runtime.backends.torch_models import ModelBuilder
 
-    builder, config, entries = ModelBuilder(checkpoint), checkpoint.pipeline_config(), {}
+    builder, entries = ModelBuilder(checkpoint), {}
     for index, name in enumerate(names, 1):
         if name in entries:  # the shallow UNet branch, cut out of the UNet's graph with it
             continue

@@ -52,13 +52,9 @@ class PrecisionPolicy:
     fp32_inputs: tuple[str, ...] = ()
     unquantized: tuple[str, ...] = ()  # node patterns W8A8 also leaves in float, besides the islands
 
-    def w8a8_excluded(self) -> tuple[str, ...]:
-        """Node-name patterns the W8A8 quantization leaves in float: the FP32 islands and `unquantized`."""
-        return self.onnx_nodes + self.unquantized
-
     def float_nodes(self, node_names: Iterable[str]) -> list[str]:
-        """ONNX nodes W8A8 leaves in float (what its manifest entry counts)."""
-        return [n for n in node_names if any(re.search(p, n) for p in self.w8a8_excluded())]
+        """ONNX nodes W8A8 leaves in float: the FP32 islands and `unquantized` (what its manifest entry counts)."""
+        return [n for n in node_names if self.is_island(n) or any(re.search(p, n) for p in self.unquantized)]
 
     def fp32_nodes(self, node_names: Iterable[str]) -> list[str]:
         """ONNX nodes (names as the TorchScript exporter writes module scopes) that stay FP32 under FP16."""

@@ -6,6 +6,7 @@ tests/fixtures/tango-tiny/README.md. They are the independent truth every parity
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -27,6 +28,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tango-tiny"
 WAV = FIXTURE.parent / "audio-in" / "tone_16k.wav"  # the audio-in fixture: 1.3 s, 20800 16-bit samples at 16 kHz
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+def study(name: str):
+    """studies/<name>/<name>.py as a module (the studies are scripts, not installed)."""
+    spec = importlib.util.spec_from_file_location(f"study_{name}", STUDIES / name / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # Tolerances, stated once, from an error model that holds on any CPU (not from one machine's worst case).
 # The golden arrays and our runs compute the same float32 arithmetic in different orders: GEMM / convolution

@@ -4,22 +4,13 @@ from their files here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-STUDIES = Path(__file__).resolve().parents[1] / "studies"
-
-
-def study(name: str):
-    """studies/<name>/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"study_{name}", STUDIES / name / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import STUDIES, study
 
 
 def test_every_study_has_its_folder_script_results_and_readme_line():

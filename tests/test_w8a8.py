@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FIXTURE
+from conftest import FIXTURE, study
 
 pytest.importorskip("nncf")
 pytest.importorskip("onnx")
@@ -193,13 +193,7 @@ def test_tensorrt_takes_the_quantized_graph_and_refuses_an_asymmetric_one(w8a8_d
 def test_the_w8a8_cpu_study_runs_its_interleaved_rounds_and_writes_its_table(w8a8_dir, tmp_path):
     """studies/w8a8_cpu's own logic on the tiny export (the same folder on both sides: the mechanics, not a
     speed-up; the full-size figures come from the recorded run)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "studies" / "w8a8_cpu" / "w8a8_cpu.py"
-    spec = importlib.util.spec_from_file_location("study_w8a8_cpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = study("w8a8_cpu")
     assert module.main(["--fp32", str(w8a8_dir), "--w8a8", str(w8a8_dir), "--backends", "onnxruntime",
                         "--rounds", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())["backends"]["onnxruntime"]
