@@ -7,6 +7,8 @@ tensors would set ranges that real inputs overflow or waste (T5's embeddings are
 prompts are run through the exported FP32 graphs, on the presets users run (fast: 15 guided UniPC steps; turbo:
 guidance only mid-schedule and the shallow branch between full calls), and every UNet call's inputs are kept.
 The run is seeded (prompt i gets seed + i), so the same prompts and seed give the same calibration set.
+The decoders, when they are quantized too, are calibrated on what those runs end in: each run's final latents
+(the VAE decoder's input) and the mel the FP32 VAE decoder makes of them (the vocoder's).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..runtime.errors import InputError
+from ..runtime.precision import W8A8_DECODERS, W8A8_NETWORKS
 from ..runtime.prompt_files import read_rows
 from ..runtime.specs import UNET, UNET_SHALLOW
 from .precision import SMOOTH_QUANT_ALPHA
@@ -51,9 +54,9 @@ def read_prompts(path: str | Path | None = None) -> list[str]:
 
 @dataclass(frozen=True)
 class Call:
-    """One recorded UNet call: its feeds (copies), and the run (prompt index) and preset it came from."""
+    """One recorded network call: its feeds (copies), and the run (prompt index) and preset it came from."""
 
-    network: str  # unet or unet_shallow
+    network: str  # unet or unet_shallow, or a decoder
     feeds: dict[str, np.ndarray]
     run: int
     preset: str
@@ -66,6 +69,14 @@ class Call:
     @property
     def timestep(self) -> float:
         return float(self.feeds["timestep"][0])
+
+    @property
+    def label(self) -> str:
+        """The input's shape, and for a UNet call its timestep and whether it is the guided batch."""
+        shape = "x".join(str(s) for s in next(iter(self.feeds.values())).shape)
+        if "timestep" not in self.feeds:
+            return shape
+        return f"{shape} t={self.timestep:.0f} {'guided' if self.guided else 'cond'}"
 
 
 class _Recording:
@@ -84,9 +95,10 @@ class _Recording:
 
 
 def record_calls(pipeline: TangoPipeline, prompts: Sequence[str], seed: int = CALIBRATION_SEED,
-                 presets: Sequence[str] = CALIBRATION_PRESETS) -> list[Call]:
+                 presets: Sequence[str] = CALIBRATION_PRESETS, decode: bool = False) -> list[Call]:
     """Every UNet and shallow-UNet call of sampling `prompts` (one at a time, prompt i with seed + i and preset
-    i % len(presets)); the decoders are not run. The pipeline's networks are restored afterwards."""
+    i % len(presets)); with `decode`, each run's latents are decoded and the decoders' calls recorded too
+    (otherwise they are not run). The pipeline's networks are restored afterwards."""
     from ..runtime.noise import NoiseSource, row_generators
     from ..runtime.request import GenerationRequest
     from ..runtime.runner import Runner
@@ -96,7 +108,8 @@ def record_calls(pipeline: TangoPipeline, prompts: Sequence[str], seed: int = CA
     calls: list[Call] = []
     context: dict[str, Any] = {}
     runner = Runner(pipeline)
-    originals = {name: pipeline.component(name) for name in (UNET, UNET_SHALLOW)}  # the shallow one loads now
+    recorded = W8A8_NETWORKS + (W8A8_DECODERS if decode else ())
+    originals = {name: pipeline.component(name) for name in recorded}  # the shallow one loads now
     for name, component in originals.items():
         pipeline.components[name] = _Recording(name, component, calls, context)
     try:
@@ -106,7 +119,9 @@ def record_calls(pipeline: TangoPipeline, prompts: Sequence[str], seed: int = CA
             request = GenerationRequest.build([prompt], preset=preset, seed=seed + index)
             sampling = runner.sampling(request)
             text = pipeline.encode_text([prompt], 1, sampling.guided)
-            pipeline.sample(text, sampling, NoiseSource(row_generators(request.seed, 1)))
+            latents = pipeline.sample(text, sampling, NoiseSource(row_generators(request.seed, 1)))
+            if decode:
+                pipeline.decode(latents)
     finally:
         pipeline.components.update(originals)
     return calls
@@ -123,13 +138,20 @@ def spread(calls: Sequence[Call], network: str, count: int) -> list[Call]:
 @dataclass(frozen=True)
 class Calibration:
     """What a W8A8 export is calibrated on: a prompt file (None: the shipped one), the seed of its trajectories,
-    how many UNet calls NNCF takes statistics over, and SmoothQuant's alpha."""
+    how many UNet calls NNCF takes statistics over, SmoothQuant's alpha, and whether the decoders are quantized
+    too (on every run's end: one call each per prompt)."""
 
     prompts_file: str | None = None
     seed: int = CALIBRATION_SEED
     calls: int = CALIBRATION_CALLS
     alpha: float = SMOOTH_QUANT_ALPHA
+    decoders: bool = False
     prompts: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The networks quantized: the UNet and its shallow branch, and the decoders when asked."""
+        return W8A8_NETWORKS + (W8A8_DECODERS if self.decoders else ())
 
     def checked(self) -> Calibration:
         """With its prompts read, before any export work: a bad file or count fails at once."""
@@ -139,13 +161,19 @@ class Calibration:
             raise InputError(f"SmoothQuant alpha must be in [0, 1], got {self.alpha}")
         return replace(self, prompts=tuple(read_prompts(self.prompts_file)))
 
-    def unet_feeds(self, pipeline: TangoPipeline) -> list[dict[str, np.ndarray]]:
-        """The full UNet's inputs at `calls` calls spread over the prompts' trajectories."""
-        return [call.feeds for call in spread(record_calls(pipeline, self.prompts, self.seed), UNET, self.calls)]
+    def feeds(self, pipeline: TangoPipeline) -> dict[str, list[dict[str, np.ndarray]]]:
+        """Per network quantized from a full graph (the shallow branch is cut out of the UNet's): the full UNet's
+        inputs at `calls` calls spread over the prompts' trajectories, and every decoder call."""
+        calls = record_calls(pipeline, self.prompts, self.seed, decode=self.decoders)
+        feeds = {UNET: [call.feeds for call in spread(calls, UNET, self.calls)]}
+        for name in self.networks:
+            if name not in (UNET, UNET_SHALLOW):
+                feeds[name] = [call.feeds for call in calls if call.network == name]
+        return feeds
 
     def record(self, calls: int) -> dict[str, Any]:
         """What the manifest keeps: enough to say what the ranges were fixed on, and to redo it."""
         digest = hashlib.sha256("\n".join(self.prompts).encode()).hexdigest()[:16]
         return {"prompts_file": self.prompts_file or "(shipped)", "prompts": len(self.prompts),
                 "prompts_sha256": digest, "seed": self.seed, "calls": calls, "presets": list(CALIBRATION_PRESETS),
-                "smooth_quant_alpha": self.alpha}
+                "smooth_quant_alpha": self.alpha, "networks": list(self.networks)}

@@ -38,7 +38,7 @@ from ..runtime.artifacts import is_artifact, open_artifact
 from ..runtime.backends.registry import backend_for_format, get_backend
 from ..runtime.errors import InputError
 from ..runtime.loader import load_pipeline
-from ..runtime.precision import BF16, FP16, FP32, INT8_WEIGHTS, W8A8
+from ..runtime.precision import BF16, FP16, FP32, INT8_WEIGHTS, W8A8, W8A8_DECODERS
 from ..runtime.specs import COMPONENTS, ShapeProfile, component_specs, dims
 
 THRESHOLDS = {  # precision: (minimum cosine similarity, minimum SNR in dB)
@@ -140,8 +140,9 @@ def check_model(model: str, backend: str | None = None, device: str | None = Non
     fused = artifact and backend == "onnxruntime" and "fused_attention" not in options and any(
         "ort_graph" in entry for entry in artifact.manifest["components"].values())
     ranges = artifact.ranges if artifact else ShapeProfile().ranges(reference.config)
-    quantized = artifact and any(artifact.manifest["components"][n].get("precision") == W8A8 for n in names)
-    trajectory = _trajectory(reference) if quantized else None  # sampled only when a checked network needs it
+    quantized = {n for n in names if artifact and artifact.manifest["components"][n].get("precision") == W8A8}
+    # sampled only when a checked network needs it, decoded only when a decoder does
+    trajectory = _trajectory(reference, decode=bool(quantized & set(W8A8_DECODERS))) if quantized else None
     rows, checked = [], set()
     for extra in ({"fused_attention": True}, {"fused_attention": False}) if fused else ({},):
         candidate = load_pipeline(model, backend, device, **options, **extra)
@@ -161,22 +162,19 @@ CHECK_PROMPT = "Thunder rolls over a valley as rain begins to fall"  # in no cal
 TRAJECTORY_CALLS = 4  # per network: spread over a fast and a turbo run, guided and unguided calls among them
 
 
-def _trajectory(reference) -> list:
-    """The UNet calls of one fast and one turbo run of a held-out prompt on the torch reference: the inputs a
-    quantized UNet is judged on (its ranges were calibrated for inputs like these, not for random tensors)."""
+def _trajectory(reference, decode: bool) -> list:
+    """The UNet calls of one fast and one turbo run of a held-out prompt on the torch reference, and with `decode`
+    the decoders' calls on their ends: the inputs a quantized network is judged on (its ranges were calibrated for
+    inputs like these, not for random tensors)."""
     from .calibration import record_calls
 
-    return record_calls(reference, [CHECK_PROMPT, CHECK_PROMPT], seed=7)
+    return record_calls(reference, [CHECK_PROMPT, CHECK_PROMPT], seed=7, decode=decode)
 
 
 def _trajectory_cases(calls: list, name: str) -> list[tuple[str, dict]]:
     from .calibration import spread
 
-    cases = []
-    for call in spread(calls, name, TRAJECTORY_CALLS):
-        shape = "x".join(str(s) for s in call.feeds["sample"].shape)
-        cases.append((f"{shape} t={call.timestep:.0f} {'guided' if call.guided else 'cond'}", call.feeds))
-    return cases
+    return [(call.label, call.feeds) for call in spread(calls, name, TRAJECTORY_CALLS)]
 
 
 def _shape_cases(name: str, ranges, config) -> list[tuple[str, dict]]:

@@ -153,7 +153,7 @@ def _write_onnx(traced: Path, target: Path, actual: str, name: str) -> list[str]
 
     if actual == "int8-dynamic":
         return quantize_int8(str(traced), str(target), name)
-    if actual == W8A8:  # quantized already (_quantize_unets): written with its float nodes counted; the UNet's
+    if actual == W8A8:  # quantized already (_quantize): written with its float nodes counted; the UNet's
         model = onnx.load(traced)  # INT8 weights (~1/4 of FP32's) go to a data file its twin and branch share
         _save(model, target, external=name == UNET)
         return PRECISION_POLICY[name].float_nodes(node.name for node in model.graph.node)
@@ -261,7 +261,7 @@ def export_onnx(
     }
     write_manifest(out, manifest)
     if calibration is not None:
-        write_manifest(out, _quantize_unets(out, manifest, specs, opset, calibration))
+        write_manifest(out, _quantize(out, manifest, specs, opset, calibration))
     return out
 
 
@@ -286,39 +286,43 @@ def _export_networks(checkpoint, config, names: list[str], specs: dict[str, Comp
     return entries
 
 
-def _quantize_unets(out: Path, manifest: dict, specs: dict[str, ComponentSpec], opset: int,
-                    calibration: Calibration) -> dict:
+def _quantize(out: Path, manifest: dict, specs: dict[str, ComponentSpec], opset: int,
+              calibration: Calibration) -> dict:
     """The FP32 export's UNet made W8A8 (calibrated on what its graphs sample) and its shallow branch cut out of
-    the quantized graph again, so both run the same INT8 ranges and weights; returns the new manifest."""
+    the quantized graph again, so both run the same INT8 ranges and weights; the decoders too when asked, each
+    calibrated on the runs' ends. Returns the new manifest."""
     from ..runtime.loader import load_pipeline
 
     log(f"W8A8: sampling {len(calibration.prompts)} calibration prompts on the FP32 graphs ...")
     pipeline = load_pipeline(str(out), "onnxruntime", "cpu")  # the fused-attention graphs where written: faster
-    feeds = calibration.unet_feeds(pipeline)
+    feeds = calibration.feeds(pipeline)
     config = pipeline.config
     del pipeline
-    log(f"W8A8: quantizing the UNet on {len(feeds)} calls ...")
-    for name in (UNET, UNET_SHALLOW):  # the FP32 graphs' fused-attention twins; the quantized ones get their own
-        fused = manifest["components"].get(name, {}).get("ort_graph")
+    shape = _trace_shape(config)
+    names = [name for name in calibration.networks if name in manifest["components"]]
+    for name in names:  # the FP32 graphs' fused-attention twins; the quantized ones get their own
+        fused = manifest["components"][name].get("ort_graph")
         if fused:
             (out / fused["file"]).unlink()
     staging = out / ".staging-w8a8"
     staging.mkdir()
+    entries: dict[str, dict] = {}
     try:
-        quantized = staging / f"{UNET}.onnx"
-        _save(quantize_w8a8(out / f"{UNET}.onnx", UNET, feeds, calibration.alpha), quantized)
-        for stale in manifest["components"][UNET]["external_data"]:  # the FP32 weights, read in full by now
-            (out / stale["file"]).unlink(missing_ok=True)
-        shape = _trace_shape(config)
-        entries = {UNET: _finish(quantized, specs[UNET], config, shape, out, W8A8, opset)}
-        if UNET_SHALLOW in manifest["components"]:
+        for name in (n for n in names if n != UNET_SHALLOW):
+            log(f"W8A8: quantizing {name} on {len(feeds[name])} calls ...")
+            quantized = staging / f"{name}.onnx"
+            _save(quantize_w8a8(out / f"{name}.onnx", name, feeds[name], calibration.alpha), quantized)
+            for stale in manifest["components"][name]["external_data"]:  # the FP32 weights, read in full by now
+                (out / stale["file"]).unlink(missing_ok=True)
+            entries[name] = _finish(quantized, specs[name], config, shape, out, W8A8, opset)
+        if UNET_SHALLOW in names:
             cut = staging / f"{UNET_SHALLOW}.onnx"
-            extract_shallow(quantized, cut, specs[UNET], specs[UNET_SHALLOW])
+            extract_shallow(staging / f"{UNET}.onnx", cut, specs[UNET], specs[UNET_SHALLOW])
             entries[UNET_SHALLOW] = _finish(cut, specs[UNET_SHALLOW], config, shape, out, W8A8, opset,
                                             out / entries[UNET]["file"])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {**manifest, "precision": W8A8, "calibration": calibration.record(len(feeds)),
+    return {**manifest, "precision": W8A8, "calibration": calibration.record(len(feeds[UNET])),
             "components": {**manifest["components"], **entries}}
 
 

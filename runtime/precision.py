@@ -4,7 +4,8 @@ One policy, read by every reduced-precision path:
 - the ONNX FP16 export (`export/precision.py`): nodes whose names match `onnx_nodes` keep FP32, with Casts
   around them; a `whole_graph_fp32` network is exported FP32;
 - the INT8 dynamic quantization of the UNet for CPUs: the same nodes are left unquantized;
-- the W8A8 quantization of the UNet (`export/precision.quantize_w8a8`): the same nodes and `unquantized` stay float;
+- the W8A8 quantization of the UNet and, on request, the decoders (`export/precision.quantize_w8a8`): the same nodes
+  and `unquantized` stay float;
 - the torch FP16 path (`backends/torch_backend.py`): modules whose qualified names match `torch_modules` run in
   FP32 through casting hooks; a `whole_graph_fp32` network keeps FP32 weights.
 TensorRT engines take no part: TensorRT builds strongly typed networks, so an engine computes in the types its
@@ -34,7 +35,8 @@ from .specs import TEXT_ENCODER, UNET, UNET_SHALLOW, VAE_DECODER, VAE_ENCODER, V
 FP32, FP16, BF16 = "fp32", "fp16", "bf16"
 INT8 = "int8"  # ONNX Runtime's dynamic quantization of the UNet's MatMul weights (an export precision)
 INT8_WEIGHTS = "int8-weights"  # NNCF's INT8 weight compression into OpenVINO IR (an export precision)
-W8A8 = "w8a8"  # the UNet's weights and activations in INT8 (QDQ ONNX, NNCF post-training quantization)
+W8A8 = "w8a8"  # weights and activations in INT8 (QDQ ONNX, NNCF post-training quantization): the UNet, and the
+# decoders when asked (`export --w8a8-decoders`: 2.2-2.6x on OpenVINO with VNNI, slower on ONNX Runtime's CPU provider)
 W8A8_BF16 = f"{W8A8}+{BF16}"  # a bench variant: the W8A8 export on OpenVINO, BF16 where not quantized
 EXPORT_PRECISIONS = (FP32, FP16, INT8, INT8_WEIGHTS, W8A8)
 RUNTIME_PRECISIONS = (FP32, FP16, BF16)  # what a backend's precision option can ask for
@@ -97,12 +99,17 @@ PRECISION_POLICY: dict[str, PrecisionPolicy] = {
 }
 
 
+W8A8_NETWORKS = (UNET, UNET_SHALLOW)  # what a W8A8 export quantizes always
+W8A8_DECODERS = (VAE_DECODER, VOCODER)  # and on request: T5 stays FP32 (whole-graph rule, and 0.2 s of a clip)
+
+
 def component_precision(precision: str, name: str) -> str:
     """What a model-wide precision means for one network: reduced precisions spare whole-FP32 networks (T5);
     int8 is the UNet's MatMul weights only (ONNX Runtime on CPUs); int8-weights stores the UNet's and T5's
     weights as INT8 with FP32 / BF16 arithmetic (OpenVINO), which has no FP16 overflow to fear in T5; w8a8 is
-    the UNet and its shallow branch in INT8 weights and activations, the other networks FP32 (or BF16 where a
-    backend is asked for it)."""
+    what a W8A8 export may quantize (the UNet and its shallow branch always, the decoders on request: the export
+    quantizes them in a second pass, after an FP32 one), the text encoder FP32 (or BF16 where a backend is asked
+    for it)."""
     if precision == "int8-weights":
         return precision if name in (UNET, UNET_SHALLOW, TEXT_ENCODER) else "fp32"
     if PRECISION_POLICY[name].whole_graph_fp32:
@@ -110,5 +117,5 @@ def component_precision(precision: str, name: str) -> str:
     if precision == "int8":
         return "int8-dynamic" if name in (UNET, UNET_SHALLOW) else "fp32"
     if precision == W8A8:
-        return W8A8 if name in (UNET, UNET_SHALLOW) else FP32
+        return W8A8 if name in W8A8_NETWORKS + W8A8_DECODERS else FP32
     return precision

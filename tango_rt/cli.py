@@ -20,7 +20,7 @@ from .runtime.checkpoint import DEFAULT_MODEL
 from .runtime.config import DEFAULT_MAX_BATCH
 from .runtime.errors import InputError, TangoError, TangoWarning
 from .runtime.guidance import CACHE_SCHEDULES
-from .runtime.precision import EXPORT_PRECISIONS, FP32, RUNTIME_PRECISIONS
+from .runtime.precision import EXPORT_PRECISIONS, FP32, RUNTIME_PRECISIONS, W8A8
 from .runtime.presets import PRESETS
 from .runtime.schedulers import SCHEDULER_NAMES
 from .runtime.schedulers.config import option_pairs
@@ -158,10 +158,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export.onnx_export import export_onnx
     from .runtime.specs import ShapeProfile
 
+    if args.w8a8_decoders and args.precision != W8A8:
+        raise InputError(f"--w8a8-decoders quantizes the decoders of a w8a8 export; --precision is {args.precision}")
     out = export_onnx(
         args.model, args.out, precision=args.precision, force=args.force, opset=args.opset,
         profile=ShapeProfile(max_batch=args.max_batch, max_duration=args.max_duration),
-        calibration=Calibration(args.calibration_prompts, args.calibration_seed, args.calibration_calls),
+        calibration=Calibration(args.calibration_prompts, args.calibration_seed, args.calibration_calls,
+                                decoders=args.w8a8_decoders),
     )
     print(out)
     return 0
@@ -322,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="w8a8: seed of the calibration trajectories (prompt i gets seed + i)")
     exp.add_argument("--calibration-calls", type=int, default=CALIBRATION_CALLS,
                      help="w8a8: UNet calls the INT8 ranges are measured on, spread over the trajectories")
+    exp.add_argument("--w8a8-decoders", action="store_true",
+                     help="w8a8: quantize the VAE decoder and vocoder too (faster on OpenVINO with VNNI / AMX, "
+                          "slower on ONNX Runtime's CPU provider; check their rows with tango-rt check)")
     exp.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                      help="clips per denoising call (prompts x samples) the graphs are declared for")
     exp.add_argument("--max-duration", type=float, default=None,

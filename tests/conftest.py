@@ -22,6 +22,7 @@ if (worker := os.environ.get("PYTEST_XDIST_WORKER")) and hasattr(os, "sched_seta
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("TANGO_RT_DEBUG", "1")  # test mode: NaN/Inf checks at every component boundary
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
@@ -122,19 +123,34 @@ def fixture_copy(tmp_path: Path) -> Path:
     return target
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """A folder made once per test run and shared by the xdist workers (a lock file beside it: pytest-xdist's
+    recipe for session fixtures), since a tiny export costs tens of seconds and both workers read the same bytes.
+    Tests read it; one that edits an export copies it first."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    target = root / name
+    with FileLock(f"{target}.lock"):
+        if not (target / "manifest.json").exists():  # written last: a folder without it is a run cut off
+            make(target)
+    return target
+
+
 @pytest.fixture(scope="session")
 def onnx_dir(tmp_path_factory) -> Path:
-    """The fixture exported to ONNX (fp32) once per session."""
+    """The fixture exported to ONNX (fp32) once per run."""
     pytest.importorskip("onnx")
     from tango_rt.export.onnx_export import export_onnx
 
-    return export_onnx(str(FIXTURE), tmp_path_factory.mktemp("export") / "tiny-onnx")
+    return made_once(tmp_path_factory, "tiny-onnx", lambda target: export_onnx(str(FIXTURE), target, force=True))
 
 
 @pytest.fixture(scope="session")
 def onnx_fp16_dir(tmp_path_factory) -> Path:
-    """The fixture exported with the FP16 precision policy, once per session."""
+    """The fixture exported with the FP16 precision policy, once per run."""
     pytest.importorskip("onnx")
     from tango_rt.export.onnx_export import export_onnx
 
-    return export_onnx(str(FIXTURE), tmp_path_factory.mktemp("export16") / "tiny-onnx-fp16", precision="fp16")
+    return made_once(tmp_path_factory, "tiny-onnx-fp16",
+                     lambda target: export_onnx(str(FIXTURE), target, precision="fp16", force=True))

@@ -25,8 +25,17 @@ def test_metrics_on_known_inputs():
     assert compare(np.array([np.nan, 1, 1, 1], np.float32), ref)["finite"] is False
 
 
-def test_fp32_export_passes(onnx_dir):
-    rows = check_model(str(onnx_dir))
+def test_fp32_export_passes_through_the_cli(onnx_dir, capsys, monkeypatch):
+    """`tango-rt check` on the FP32 export: exit 0, its table printed, and the rows it judged (kept on their way
+    to the table): every network, the fused and the plain graphs, all within FP32's bound."""
+    import tango_rt.export.check as check
+    from tango_rt.cli import main
+
+    judged = []
+    monkeypatch.setattr(check, "check_model", lambda *a, **k: judged.extend(check_model(*a, **k)) or judged)
+    assert main(["check", "--model", str(onnx_dir)]) == 0
+    assert "| unet | onnxruntime | unet.ort.onnx | fp32 |" in capsys.readouterr().out
+    rows = judged
     assert {r.component for r in rows} == {"text_encoder", "unet", "vae_decoder", "vocoder", "vae_encoder",
                                            "unet_shallow"}
     graphs = {(r.component, r.graph) for r in rows}  # the fused and the plain graph both get checked
@@ -64,13 +73,6 @@ def test_a_corrupted_graph_fails(onnx_dir, tmp_path, graph):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     rows = check_model(str(folder))
     assert rows and all(r.passed == (r.graph != graph) for r in rows), [(r.graph, r.passed) for r in rows]
-
-
-def test_cli_check_exit_codes(onnx_dir, capsys):
-    from tango_rt.cli import main
-
-    assert main(["check", "--model", str(onnx_dir)]) == 0
-    assert "| unet | onnxruntime | unet.ort.onnx | fp32 |" in capsys.readouterr().out
 
 
 def test_torch_upcast_keeps_an_fp32_island_in_a_reduced_precision_network(golden):

@@ -44,7 +44,7 @@ def test_bf16_runs_in_bf16_within_its_thresholds_or_is_refused(onnx_dir, tiny_ta
             Tango(str(onnx_dir), backend="openvino", precision="bf16", cache_dir="")
         return
     bf16 = Tango(str(onnx_dir), backend="openvino", precision="bf16", cache_dir="")
-    assert bf16.pipeline.components["unet"].effective_precision == "pending"  # static: compiled when first run
+    assert bf16.pipeline.components["unet"].effective_precision == "bf16"  # static, not run yet: what was asked
     config = bf16.pipeline.config
     low_cosine, low_snr = thresholds("bf16")
     for name in COMPONENTS:

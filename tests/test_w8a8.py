@@ -18,25 +18,25 @@ pytest.importorskip("nncf")
 pytest.importorskip("onnx")
 
 from tango_rt.export.calibration import (
-    CALIBRATION_CALLS,
     Calibration,
     read_prompts,
     record_calls,
 )
 from tango_rt.runtime.errors import ArtifactError, InputError
-from tango_rt.runtime.precision import PRECISION_POLICY, W8A8
+from tango_rt.runtime.precision import PRECISION_POLICY, W8A8, W8A8_DECODERS, W8A8_NETWORKS
 from tango_rt.runtime.specs import TEXT_ENCODER, UNET, UNET_SHALLOW, VAE_DECODER, VOCODER
 
-QUANTIZED = (UNET, UNET_SHALLOW)
+QUANTIZED = W8A8_NETWORKS + W8A8_DECODERS  # the fixture asks for the decoders too (--w8a8-decoders)
 
 
-CALIBRATION_ROWS = 4  # of the shipped prompts, as a CSV prompt file: the default calls, a quarter of the sampling
+CALIBRATION_ROWS = 2  # of the shipped prompts, as a CSV prompt file: one fast and one turbo trajectory
+CALIBRATION_CALLS_HERE = 8  # of their 20 full UNet calls (the default, 32, would take all 20 and cost 2.5x in NNCF)
 
 
 @pytest.fixture(scope="module")
 def w8a8_dir(tmp_path_factory):
-    """The tiny fixture exported W8A8, calibrated on a CSV of four shipped prompts with the default seed and calls
-    (the VAE encoder left out: audio input does not touch the UNet's precision)."""
+    """The tiny fixture exported W8A8 with its decoders, calibrated on a CSV of two shipped prompts with the default
+    seed, NNCF's statistics over 8 UNet calls (the VAE encoder left out: audio input is not quantized)."""
     pytest.importorskip("torch")
     from tango_rt.export.onnx_export import export_onnx
 
@@ -45,7 +45,7 @@ def w8a8_dir(tmp_path_factory):
     prompts.write_text("prompt\n" + "".join(f'"{p}"\n' for p in read_prompts()[:CALIBRATION_ROWS]))
     return export_onnx(str(FIXTURE), folder / "tiny-w8a8", precision=W8A8,
                        components=[TEXT_ENCODER, UNET, UNET_SHALLOW, VAE_DECODER, VOCODER],
-                       calibration=Calibration(str(prompts)))
+                       calibration=Calibration(str(prompts), calls=CALIBRATION_CALLS_HERE, decoders=True))
 
 
 def _graph(folder, name):
@@ -54,7 +54,7 @@ def _graph(folder, name):
     return onnx.load(str(folder / f"{name}.onnx"))
 
 
-def test_the_export_records_its_calibration_and_quantizes_only_the_unet(w8a8_dir):
+def test_the_export_records_its_calibration_and_quantizes_only_what_it_was_asked(w8a8_dir):
     import hashlib
 
     manifest = json.loads((w8a8_dir / "manifest.json").read_text())
@@ -64,8 +64,9 @@ def test_the_export_records_its_calibration_and_quantizes_only_the_unet(w8a8_dir
     calibration = manifest["calibration"]
     digest = hashlib.sha256("\n".join(shipped[:CALIBRATION_ROWS]).encode()).hexdigest()[:16]
     assert calibration["prompts"] == CALIBRATION_ROWS and calibration["prompts_sha256"] == digest
-    assert calibration["calls"] == CALIBRATION_CALLS and calibration["prompts_file"].endswith("prompts.csv")
+    assert calibration["calls"] == CALIBRATION_CALLS_HERE and calibration["prompts_file"].endswith("prompts.csv")
     assert calibration["seed"] == 0 and calibration["presets"] == ["fast", "turbo"]
+    assert calibration["networks"] == list(QUANTIZED)
     for name, entry in manifest["components"].items():
         assert entry["precision"] == (W8A8 if name in QUANTIZED else "fp32"), name
         quantizers = sum(node.op_type == "QuantizeLinear" for node in _graph(w8a8_dir, name).graph.node)
@@ -78,34 +79,38 @@ def test_the_export_records_its_calibration_and_quantizes_only_the_unet(w8a8_dir
 
 
 def test_the_float_islands_stay_float_and_the_shallow_branch_shares_the_unets_ranges(w8a8_dir):
-    """No quantized value enters the attention scores, softmax, timestep or time embedding; the shallow network is
-    cut out of the quantized UNet, so its quantizers' scales are the UNet's, bit for bit."""
+    """No quantized value enters the attention scores, softmax, timestep or time embedding, nor the VAE decoder's
+    mid-block attention; the shallow network is cut out of the quantized UNet, so its quantizers' scales are the
+    UNet's, bit for bit."""
     from onnx import numpy_helper
 
+    islands = {UNET: ("Softmax", "time_embedding"), UNET_SHALLOW: ("Softmax", "time_embedding"),
+               VAE_DECODER: ("mid_block/attentions.0/",), VOCODER: ()}
     for name in QUANTIZED:
         graph = _graph(w8a8_dir, name).graph
         producer = {out: node for node in graph.node for out in node.output}
         excluded = PRECISION_POLICY[name].float_nodes(node.name for node in graph.node)
-        assert any("Softmax" in n for n in excluded) and any("time_embedding" in n for n in excluded)
+        assert all(any(part in n for n in excluded) for part in islands[name]), name
         for node in graph.node:
             if node.name in excluded:
                 fed = [producer[i].op_type for i in node.input if i in producer]
                 assert "DequantizeLinear" not in fed, f"{name}: {node.name} reads an INT8 value"
     scales = [{t.name: numpy_helper.to_array(t) for t in _graph(w8a8_dir, name).graph.initializer
-               if "scale" in t.name} for name in QUANTIZED]
+               if "scale" in t.name} for name in W8A8_NETWORKS]
     shared = set(scales[0]) & set(scales[1])
     assert len(shared) >= 10 and all(np.array_equal(scales[0][k], scales[1][k]) for k in shared)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_each_runtime_runs_the_quantized_graph_within_the_int8_bound(w8a8_dir, backend):
-    """`check` on held-out trajectory inputs (fast and turbo, guided and unguided calls) against FP32 torch."""
+    """`check` on held-out trajectory inputs (fast and turbo, guided and unguided calls, the decoders on the runs'
+    ends) against FP32 torch."""
     pytest.importorskip(backend)
     from tango_rt.export.check import check_model
 
     quantized = check_model(str(w8a8_dir), backend, components=QUANTIZED)
     assert {row.component for row in quantized} == set(QUANTIZED)
-    assert {"guided" in row.shape for row in quantized} == {True, False}
+    assert {"guided" in row.shape for row in quantized if row.component == UNET} == {True, False}
     for row in quantized:
         assert W8A8 in row.precision and 15.0 <= row.snr_db < 60.0 and row.cosine >= 0.99, row
 
@@ -118,9 +123,12 @@ def test_a_turbo_generation_on_the_w8a8_unet_stays_near_fp32(w8a8_dir, tiny_tang
 
     reference = _latents(tiny_tango)
     for backend in ("onnxruntime", "openvino"):
-        latents = _latents(Tango(str(w8a8_dir), backend=backend))
+        tango = Tango(str(w8a8_dir), backend=backend)
+        latents = _latents(tango)
         cosine = float(np.dot(latents.ravel(), reference.ravel()) / np.linalg.norm(latents) / np.linalg.norm(reference))
         assert 0.95 <= cosine < 0.99999, (backend, cosine)
+    components = tango.pipeline.components  # OpenVINO's: W8A8 decoders static by default, the UNet dynamic
+    assert [components[name].static_shapes for name in (VAE_DECODER, VOCODER, UNET)] == [True, True, False]
 
 
 def _latents(tango) -> np.ndarray:
@@ -134,19 +142,30 @@ def _latents(tango) -> np.ndarray:
 
 
 def test_calibration_runs_are_the_same_for_a_seed_and_differ_for_another(w8a8_dir):
+    """Turbo runs for the repeat (its full calls are guided and unguided, its shallow ones are there too); the
+    fast / turbo alternation by prompt index on a run with another seed."""
     from tango_rt import Tango
 
     tango = Tango(str(w8a8_dir), backend="onnxruntime")
-    prompts = ["a kettle whistles", "a cat purrs"]
-    first, again = (record_calls(tango.pipeline, prompts, seed=3) for _ in range(2))
-    other = record_calls(tango.pipeline, prompts[:1], seed=4)
+    first, again = (record_calls(tango.pipeline, ["a kettle whistles"], seed=3, presets=("turbo",), decode=True)
+                    for _ in range(2))
+    other = record_calls(tango.pipeline, ["a cat purrs", "a kettle whistles"], seed=4)
     assert [c.network for c in first] == [c.network for c in again]
-    assert {c.network for c in first} == set(QUANTIZED) and {c.preset for c in first} == {"fast", "turbo"}
+    assert {c.network for c in first} == set(QUANTIZED)
+    vae, vocoder = (c for c in first if c.network in W8A8_DECODERS)  # the run's end, once each, in order
+    assert (vae.network, vocoder.network) == W8A8_DECODERS
+    mel = tango.pipeline.components[VAE_DECODER](latents=vae.feeds["latents"])[:, 0]  # the vocoder got its mel
+    np.testing.assert_allclose(vocoder.feeds["mel"], mel, rtol=1e-6, atol=1e-6)
+    assert {c.network for c in other} == set(W8A8_NETWORKS)  # not decoded unless asked
     assert {c.guided for c in first if c.network == UNET} == {True, False}  # turbo's unguided steps are there
     for a, b in zip(first, again, strict=True):
         assert all(np.array_equal(a.feeds[k], b.feeds[k]) for k in a.feeds)
-    assert not np.array_equal(first[0].feeds["sample"], other[0].feeds["sample"])
+    assert [(c.run, c.preset) for c in other if c.network == UNET][::5] == [(0, "fast"), (0, "fast"), (0, "fast"),
+                                                                            (1, "turbo")]
+    seed_5 = next(c for c in other if c.run == 1)  # the same prompt and preset as `first`, seed 4 + 1
+    assert not np.array_equal(first[0].feeds["sample"], seed_5.feeds["sample"])
     assert all(type(tango.pipeline.components[name]).__name__ != "_Recording" for name in QUANTIZED)  # put back
+    assert Calibration().networks == W8A8_NETWORKS  # the decoders only when asked
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -168,6 +187,14 @@ def test_a_bad_calibration_prompt_file_is_refused_before_any_work(tmp_path, cont
     out = tmp_path / "out"
     assert main(["export", "--model", str(FIXTURE), "--out", str(out), "--precision", "w8a8",
                  "--calibration-prompts", str(path)]) == 2
+    assert not out.exists()
+
+
+def test_quantized_decoders_need_a_w8a8_export(tmp_path):
+    from tango_rt.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", "--model", str(FIXTURE), "--out", str(out), "--w8a8-decoders"]) == 2
     assert not out.exists()
 
 
@@ -194,11 +221,12 @@ def test_the_w8a8_cpu_study_runs_its_interleaved_rounds_and_writes_its_table(w8a
     """studies/w8a8_cpu's own logic on the tiny export (the same folder on both sides: the mechanics, not a
     speed-up; the full-size figures come from the recorded run)."""
     module = study("w8a8_cpu")
-    assert module.main(["--fp32", str(w8a8_dir), "--w8a8", str(w8a8_dir), "--backends", "onnxruntime",
-                        "--rounds", "1", "--out", str(tmp_path)]) == 0
+    assert module.main(["--fp32", str(w8a8_dir), "--w8a8", str(w8a8_dir), "--w8a8-decoders", str(w8a8_dir),
+                        "--backends", "onnxruntime", "--rounds", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())["backends"]["onnxruntime"]
-    for label in ("fp32", "w8a8"):
+    assert list(result) == ["fp32", "w8a8", module.DECODERS]
+    for label in result:
         assert len(result[label]["seconds"]) == 1 and result[label]["calls"]["unet_step"]["n"] == 5  # turbo: 5 full
         assert result[label]["calls"]["unet_shallow"]["n"] == 10
-    assert set(module.ratios(result)) == {"generation", "unet_step", "unet_shallow"}
-    assert "| onnxruntime | w8a8 |" in (tmp_path / "results.md").read_text()
+    assert set(module.ratios(result, module.DECODERS)) == {"generation", *module.STAGES}
+    assert f"| onnxruntime | {module.DECODERS} |" in (tmp_path / "results.md").read_text()

@@ -14,7 +14,10 @@ dynamic shapes. OpenVINO 2026.4's CPU plugin crashed (SIGSEGV) running the full-
 shapes on an AMX CPU here, and ran it correctly once reshaped to static shapes; the loop keeps one shape for a
 whole generation, so this costs one compile (~3 s for the UNet) per new shape, and the cache folder keeps it
 across processes. Prompt lengths are padded to a multiple of TEXT_BUCKET tokens (masked out), so a server seeing
-prompts of every length compiles once per bucket, not once per length.
+prompts of every length compiles once per bucket, not once per length. W8A8 decoders (`export --w8a8-decoders`)
+are static by default too: OpenVINO 2026.4's dynamic-shape INT8 kernels returned all zeros for the full-size
+vocoder here (random weights, outputs ~1e-6) where its static ones and ONNX Runtime agree with FP32 to 19-20 dB;
+a decoder meets one shape per clip length, so this costs one compile per length.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import openvino as ov
 
 from ..artifacts import Artifact
 from ..errors import ArtifactError, BackendError
-from ..precision import BF16, FP16, FP32, PRECISION_POLICY
+from ..precision import BF16, FP16, FP32, PRECISION_POLICY, W8A8, W8A8_DECODERS
 from ..specs import ComponentSpec, component_specs
 from .base import Component, Outputs
 
@@ -117,10 +120,12 @@ class OpenVINOComponent(Component):
 
     @property
     def effective_precision(self) -> str:
-        """What OpenVINO compiled this network to run at (static shapes: known once it has run)."""
-        if not self.compiled:
-            return "pending"
-        effective = _effective(next(reversed(self.compiled.values()))[0])
+        """What OpenVINO compiled this network to run at; with static shapes, before its first run, what was asked
+        (a device without it refused the ask when loading)."""
+        if self.compiled:
+            effective = _effective(next(reversed(self.compiled.values()))[0])
+        else:
+            effective = {name: ours for ours, name in PRECISIONS.items()}[self.config["INFERENCE_PRECISION_HINT"]]
         return effective if self.weights == FP32 else f"{self.weights}+{effective}"
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> Outputs:
@@ -181,7 +186,6 @@ def load_components(
     core = ov.Core()
     target = resolve_device(core, device)
     specs = component_specs(artifact.pipeline_config)
-    static = precision == BF16 if static_shapes is None else bool(static_shapes)
     configs = {p: compile_config(core, target, p, threads, streams, performance_hint, cache_dir)
                for p in {FP32, precision}}
     components: dict[str, Component] = {}
@@ -196,6 +200,14 @@ def load_components(
         check_model_io(model, specs[name], path)
         components[name] = OpenVINOComponent(specs[name], core, model, path, target,
                                              configs[FP32 if island else precision], artifact.ranges,
-                                             entry.get("precision", FP32), static)
+                                             entry.get("precision", FP32),
+                                             _static(name, entry.get("precision", FP32), precision, static_shapes))
         del model
     return components
+
+
+def _static(name: str, exported: str, precision: str, asked: bool | None) -> bool:
+    """Static shapes where asked, else under BF16 and for W8A8 decoders (the module's docstring says why)."""
+    if asked is not None:
+        return bool(asked)
+    return precision == BF16 or (exported == W8A8 and name in W8A8_DECODERS)

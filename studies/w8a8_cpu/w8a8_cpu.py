@@ -5,6 +5,9 @@ process per backend, so each ratio is of one run on one machine.
     tango-rt export --model random:full --out full-w8a8 --precision w8a8
     python studies/w8a8_cpu/w8a8_cpu.py --fp32 full-fp32 --w8a8 full-w8a8 --out studies/w8a8_cpu/results
 
+With `--w8a8-decoders FOLDER` (an export made with `--precision w8a8 --w8a8-decoders`) a third model joins the
+same rounds: what quantizing the VAE decoder and vocoder adds on top of the W8A8 UNet.
+
 Timing needs no trained weights (random full-size weights; quality is judged on the trained oracle in
 studies/turbo). Per backend, both folders are loaded, each generates once to warm up (first calls compile and
 allocate), then they alternate `--rounds` times; each time is one `Tango.generate` call, end to end, with every
@@ -50,26 +53,31 @@ def measure(models: dict[str, Tango], preset: str, rounds: int) -> dict:
             for label, values in times.items()}
 
 
-def ratios(result: dict) -> dict:
-    """FP32 over W8A8: whole generation, full UNet call, shallow call."""
-    fp32, w8a8 = result["fp32"], result["w8a8"]
-    out = {"generation": fp32["median_s"] / w8a8["median_s"]}
-    for stage in ("unet_step", "unet_shallow"):
-        if stage in fp32["calls"] and stage in w8a8["calls"]:
-            out[stage] = fp32["calls"][stage]["median_s"] / w8a8["calls"][stage]["median_s"]
+STAGES = ("unet_step", "unet_shallow", "vae_decoder", "vocoder")
+DECODERS = "w8a8-decoders"  # the label of the model whose decoders are quantized too
+
+
+def ratios(result: dict, label: str = "w8a8") -> dict:
+    """FP32 over `label`: whole generation, and each network's median call."""
+    fp32, other = result["fp32"], result[label]
+    out = {"generation": fp32["median_s"] / other["median_s"]}
+    for stage in STAGES:
+        if stage in fp32["calls"] and stage in other["calls"]:
+            out[stage] = fp32["calls"][stage]["median_s"] / other["calls"][stage]["median_s"]
     return out
 
 
 def table(results: dict, preset: str, audio_s: float) -> str:
     lines = [f"One {audio_s:.2f} s generation, {preset} preset, median of interleaved rounds:", "",
-             "| backend | UNet | generation s | RTF | full UNet call s | shallow call s | vocoder s | VAE decoder s "
-             "| x faster (generation / full / shallow) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| backend | model | generation s | RTF | full UNet call s | shallow call s | vocoder s | VAE decoder s "
+             "| x faster than fp32 (generation / full / shallow / vocoder / VAE) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for backend, result in results.items():
-        speed = ratios(result)
-        for label in ("fp32", "w8a8"):
-            row = result[label]
+        for label, row in result.items():
+            speed = ratios(result, label)
             gain = "" if label == "fp32" else " / ".join(f"{speed.get(k, float('nan')):.2f}x" for k in
-                                                         ("generation", "unet_step", "unet_shallow"))
+                                                         ("generation", "unet_step", "unet_shallow", "vocoder",
+                                                          "vae_decoder"))
             lines.append(f"| {backend} | {label} | {row['median_s']:.2f} | {audio_s / row['median_s']:.2f} | "
                          f"{_cell(row, 'unet_step')} | {_cell(row, 'unet_shallow')} | {_cell(row, 'vocoder')} | "
                          f"{_cell(row, 'vae_decoder')} | {gain} |")
@@ -84,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fp32", required=True, help="an FP32 export (tango-rt export)")
     parser.add_argument("--w8a8", required=True, help="a W8A8 export of the same model")
+    parser.add_argument("--w8a8-decoders", default=None, help="a W8A8 export with its decoders quantized too")
     parser.add_argument("--backends", default="onnxruntime,openvino")
     parser.add_argument("--preset", default="turbo", choices=list(PRESETS))
     parser.add_argument("--rounds", type=int, default=2)
@@ -92,11 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     machine, results = machine_info(), {}
     for backend in args.backends.split(","):
         options = {"cache_dir": ""} if backend == "openvino" else {}
-        models = {"fp32": Tango(args.fp32, backend=backend, **options),
-                  "w8a8": Tango(args.w8a8, backend=backend, **options)}
+        folders = {"fp32": args.fp32, "w8a8": args.w8a8, **({DECODERS: args.w8a8_decoders} if args.w8a8_decoders
+                                                             else {})}
+        models = {label: Tango(folder, backend=backend, **options) for label, folder in folders.items()}
         audio_s = models["fp32"].pipeline.config.duration()
         results[backend] = measure(models, args.preset, args.rounds)
-        print(f"{backend}: {ratios(results[backend])}", file=sys.stderr)
+        print(f"{backend}: {[ratios(results[backend], label) for label in list(folders)[1:]]}", file=sys.stderr)
         del models
         gc.collect()
     text = table(results, args.preset, audio_s)
