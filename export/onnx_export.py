@@ -239,6 +239,10 @@ def export_onnx(
     its prompts, seed and call count; the shipped prompts by default)."""
     names = _checked_request(precision, components)
     calibration = (calibration or Calibration()).checked() if precision == W8A8 else None
+    # the shallow branch may be left out (it is cut from the UNet when exported); a quantized full graph may not
+    missing = [n for n in calibration.networks if n not in names and n != UNET_SHALLOW] if calibration else []
+    if missing:
+        raise ArtifactError(f"w8a8 quantizes {missing} too: export them (components) or leave the decoders out")
     out = Path(out)
     checkpoint = load_checkpoint(model)  # before touching `out`: a bad model must not cost the old folder
     config = checkpoint.pipeline_config()

@@ -196,6 +196,12 @@ def test_quantized_decoders_need_a_w8a8_export(tmp_path):
     out = tmp_path / "out"
     assert main(["export", "--model", str(FIXTURE), "--out", str(out), "--w8a8-decoders"]) == 2
     assert not out.exists()
+    from tango_rt.export.onnx_export import export_onnx
+
+    with pytest.raises(ArtifactError, match=r"w8a8 quantizes \['vae_decoder', 'vocoder'\] too"):
+        export_onnx(str(FIXTURE), out, precision=W8A8, components=[TEXT_ENCODER, UNET, UNET_SHALLOW],
+                    calibration=Calibration(decoders=True))
+    assert not out.exists()
 
 
 def test_tensorrt_takes_the_quantized_graph_and_refuses_an_asymmetric_one(w8a8_dir, tmp_path):
