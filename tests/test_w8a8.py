@@ -228,11 +228,15 @@ def test_the_w8a8_cpu_study_runs_its_interleaved_rounds_and_writes_its_table(w8a
     speed-up; the full-size figures come from the recorded run)."""
     module = study("w8a8_cpu")
     assert module.main(["--fp32", str(w8a8_dir), "--w8a8", str(w8a8_dir), "--w8a8-decoders", str(w8a8_dir),
-                        "--backends", "onnxruntime", "--rounds", "1", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())["backends"]["onnxruntime"]
+                        "--backends", "onnxruntime", "--rounds", "1", "--fp32-preset", "fast",
+                        "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["presets"] == {"fp32": "fast", "w8a8": "turbo", module.DECODERS: "turbo"}
+    result = record["backends"]["onnxruntime"]
     assert list(result) == ["fp32", "w8a8", module.DECODERS]
-    for label in result:
+    assert result["fp32"]["calls"]["unet_step"]["n"] == 15 and "unet_shallow" not in result["fp32"]["calls"]  # fast
+    for label in ("w8a8", module.DECODERS):
         assert len(result[label]["seconds"]) == 1 and result[label]["calls"]["unet_step"]["n"] == 5  # turbo: 5 full
         assert result[label]["calls"]["unet_shallow"]["n"] == 10
-    assert set(module.ratios(result, module.DECODERS)) == {"generation", *module.STAGES}
+    assert set(module.ratios(result, module.DECODERS)) == {"generation", "unet_step", "vae_decoder", "vocoder"}
     assert f"| onnxruntime | {module.DECODERS} |" in (tmp_path / "results.md").read_text()

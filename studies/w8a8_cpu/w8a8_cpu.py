@@ -6,7 +6,8 @@ process per backend, so each ratio is of one run on one machine.
     python studies/w8a8_cpu/w8a8_cpu.py --fp32 full-fp32 --w8a8 full-w8a8 --out studies/w8a8_cpu/results
 
 With `--w8a8-decoders FOLDER` (an export made with `--precision w8a8 --w8a8-decoders`) a third model joins the
-same rounds: what quantizing the VAE decoder and vocoder adds on top of the W8A8 UNet.
+same rounds: what quantizing the VAE decoder and vocoder adds on top of the W8A8 UNet. With `--fp32-preset fast`
+the FP32 model runs another preset than the others (issue 23's ratio: the fast preset in float over turbo on INT8).
 
 Timing needs no trained weights (random full-size weights; quality is judged on the trained oracle in
 studies/turbo). Per backend, both folders are loaded, each generates once to warm up (first calls compile and
@@ -33,19 +34,19 @@ from tango_rt.runtime.tango import Tango
 PROMPT = "An audience cheering and clapping"
 
 
-def measure(models: dict[str, Tango], preset: str, rounds: int) -> dict:
-    """Median seconds per generation and per network call of each model, interleaved."""
+def measure(models: dict[str, Tango], presets: dict[str, str], rounds: int) -> dict:
+    """Median seconds per generation and per network call of each model (with its preset), interleaved."""
     recorders = {}
     for label, tango in models.items():
         recorders[label] = Recorder()
         instrument(tango.pipeline, recorders[label])
-        tango.generate(PROMPT, seed=0, **PRESETS[preset])  # warm-up
+        tango.generate(PROMPT, seed=0, **PRESETS[presets[label]])  # warm-up
     times: dict[str, list[float]] = {label: [] for label in models}
     for index in range(rounds):
         for label, tango in models.items():
             recorders[label].reset()
             started = time.perf_counter()
-            tango.generate(PROMPT, seed=index + 1, **PRESETS[preset])
+            tango.generate(PROMPT, seed=index + 1, **PRESETS[presets[label]])
             times[label].append(time.perf_counter() - started)
     return {label: {"seconds": values, "median_s": statistics.median(values),
                     "calls": {stage: {"n": len(v), "median_s": statistics.median(v), "total_s": sum(v)}
@@ -67,8 +68,9 @@ def ratios(result: dict, label: str = "w8a8") -> dict:
     return out
 
 
-def table(results: dict, preset: str, audio_s: float) -> str:
-    lines = [f"One {audio_s:.2f} s generation, {preset} preset, median of interleaved rounds:", "",
+def table(results: dict, presets: dict[str, str], audio_s: float) -> str:
+    named = ", ".join(f"{label}: {preset}" for label, preset in presets.items())
+    lines = [f"One {audio_s:.2f} s generation, presets ({named}), median of interleaved rounds:", "",
              "| backend | model | generation s | RTF | full UNet call s | shallow call s | vocoder s | VAE decoder s "
              "| x faster than fp32 (generation / full / shallow / vocoder / VAE) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--w8a8-decoders", default=None, help="a W8A8 export with its decoders quantized too")
     parser.add_argument("--backends", default="onnxruntime,openvino")
     parser.add_argument("--preset", default="turbo", choices=list(PRESETS))
+    parser.add_argument("--fp32-preset", default=None, choices=list(PRESETS),
+                        help="the FP32 model's preset (default: --preset)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default="studies/w8a8_cpu/results")
     args = parser.parse_args(argv)
@@ -105,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                                                              else {})}
         models = {label: Tango(folder, backend=backend, **options) for label, folder in folders.items()}
         audio_s = models["fp32"].pipeline.config.duration()
-        results[backend] = measure(models, args.preset, args.rounds)
+        presets = {label: args.preset for label in models} | {"fp32": args.fp32_preset or args.preset}
+        results[backend] = measure(models, presets, args.rounds)
         print(f"{backend}: {[ratios(results[backend], label) for label in list(folders)[1:]]}", file=sys.stderr)
         del models
         gc.collect()
-    text = table(results, args.preset, audio_s)
-    save_study(Path(args.out), __file__, argv, machine, {"preset": args.preset, "backends": results},
+    text = table(results, presets, audio_s)
+    save_study(Path(args.out), __file__, argv, machine, {"presets": presets, "backends": results},
                "W8A8 UNet on a CPU", text)
     return 0
 
