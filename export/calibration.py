@@ -25,7 +25,7 @@ import numpy as np
 from ..runtime.errors import InputError
 from ..runtime.precision import W8A8_DECODERS, W8A8_NETWORKS
 from ..runtime.prompt_files import read_rows
-from ..runtime.specs import UNET, UNET_SHALLOW
+from ..runtime.specs import UNET
 from .precision import SMOOTH_QUANT_ALPHA
 
 if TYPE_CHECKING:  # the sampling machinery loads when calibration runs, not when the CLI reads the defaults here
@@ -167,7 +167,7 @@ class Calibration:
         calls = record_calls(pipeline, self.prompts, self.seed, decode=self.decoders)
         feeds = {UNET: [call.feeds for call in spread(calls, UNET, self.calls)]}
         for name in self.networks:
-            if name not in (UNET, UNET_SHALLOW):
+            if name not in W8A8_NETWORKS:  # the decoders: every call, one per prompt
                 feeds[name] = [call.feeds for call in calls if call.network == name]
         return feeds
 

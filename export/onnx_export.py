@@ -237,12 +237,8 @@ def export_onnx(
     """Export a checkpoint (Hub id, folder, or random:full|tiny) to a self-contained ONNX model folder.
     `w8a8` exports FP32 first, then quantizes the UNet on trajectories those graphs sample (`calibration`:
     its prompts, seed and call count; the shipped prompts by default)."""
-    names = _checked_request(precision, components)
     calibration = (calibration or Calibration()).checked() if precision == W8A8 else None
-    # the shallow branch may be left out (it is cut from the UNet when exported); a quantized full graph may not
-    missing = [n for n in calibration.networks if n not in names and n != UNET_SHALLOW] if calibration else []
-    if missing:
-        raise ArtifactError(f"w8a8 quantizes {missing} too: export them (components) or leave the decoders out")
+    names = _checked_request(precision, components, calibration)
     out = Path(out)
     checkpoint = load_checkpoint(model)  # before touching `out`: a bad model must not cost the old folder
     config = checkpoint.pipeline_config()
@@ -330,9 +326,10 @@ def _quantize(out: Path, manifest: dict, specs: dict[str, ComponentSpec], opset:
             "components": {**manifest["components"], **entries}}
 
 
-def _checked_request(precision: str, components: Iterable[str]) -> list[str]:
-    """The networks to export, refused before any work when the precision or a name is unknown, or the shallow
-    branch is asked for without the UNet it is cut out of."""
+def _checked_request(precision: str, components: Iterable[str], calibration: Calibration | None) -> list[str]:
+    """The networks to export, refused before any work when the precision or a name is unknown, the shallow
+    branch is asked for without the UNet it is cut out of, or W8A8 is to quantize a full network not exported
+    (the shallow branch may be left out: it is cut from the quantized UNet only when exported)."""
     if precision not in PRECISIONS:
         raise ArtifactError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     names = list(components)
@@ -341,6 +338,9 @@ def _checked_request(precision: str, components: Iterable[str]) -> list[str]:
         raise ArtifactError(f"unknown component(s) {sorted(unknown)}; components are {list(COMPONENTS)}")
     if UNET_SHALLOW in names and UNET not in names:
         raise ArtifactError(f"{UNET_SHALLOW} is cut out of the UNet's graph: export it together with {UNET}")
+    missing = [n for n in calibration.networks if n not in names and n != UNET_SHALLOW] if calibration else []
+    if missing:
+        raise ArtifactError(f"w8a8 quantizes {missing} too: export them (components) or leave the decoders out")
     return names
 
 

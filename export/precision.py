@@ -5,6 +5,7 @@ runtime and TensorRT's INT8 engines)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..runtime.precision import PRECISION_POLICY
@@ -77,6 +78,22 @@ def compress_weights_int8(onnx_path, target) -> int:
 SMOOTH_QUANT_ALPHA = 0.95  # NNCF's default for MatMuls; see the study in docs/performance.md (W8A8)
 
 
+def w8a8_settings(component: str, node_names: Iterable[str], alpha: float = SMOOTH_QUANT_ALPHA,
+                  backend_params: dict | None = None) -> dict:
+    """nncf.quantize's keyword arguments for W8A8, whatever the model's form (ONNX here, OpenVINO's in
+    studies/ov_native_int8): the performance preset (symmetric), the transformer model type with SmoothQuant at
+    `alpha`, and the policy's float nodes ignored by name (NNCF anchors its patterns at the start, re.match; the
+    policy's are searched, re.search)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    excluded = PRECISION_POLICY[component].float_nodes(node_names)
+    advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha),
+                                              backend_params=backend_params or {})
+    return {"preset": nncf.QuantizationPreset.PERFORMANCE, "model_type": nncf.ModelType.TRANSFORMER,
+            "ignored_scope": nncf.IgnoredScope(names=excluded, validate=False), "advanced_parameters": advanced}
+
+
 def quantize_w8a8(model_path: Path, component: str, feeds: list[dict], alpha: float = SMOOTH_QUANT_ALPHA):
     """A QDQ ONNX graph of an FP32 one: INT8 weights (per output channel) and activations (per tensor, ranges from
     `feeds`, the network's inputs along real trajectories: export/calibration.py), by NNCF's
@@ -89,19 +106,11 @@ def quantize_w8a8(model_path: Path, component: str, feeds: list[dict], alpha: fl
     import nncf
     import onnx
     from nncf.onnx.quantization.backend_parameters import BackendParameters
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     folder = str(Path(model_path).parent.resolve())
     model = onnx.load(str(model_path), load_external_data=False)
-    # by name: NNCF anchors its patterns at the start (re.match), the policy's are searched (re.search)
-    excluded = PRECISION_POLICY[component].float_nodes(node.name for node in model.graph.node)
-    advanced = AdvancedQuantizationParameters(
-        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha),
-        backend_params={BackendParameters.EXTERNAL_DATA_DIR: folder})
-    quantized = nncf.quantize(
-        model, nncf.Dataset(feeds), preset=nncf.QuantizationPreset.PERFORMANCE, model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(feeds),
-        ignored_scope=nncf.IgnoredScope(names=excluded, validate=False),
-        advanced_parameters=advanced)
+    settings = w8a8_settings(component, (node.name for node in model.graph.node), alpha,
+                             {BackendParameters.EXTERNAL_DATA_DIR: folder})
+    quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), **settings)
     onnx.load_external_data_for_model(quantized, folder)
     return quantized

@@ -36,7 +36,8 @@ FP32, FP16, BF16 = "fp32", "fp16", "bf16"
 INT8 = "int8"  # ONNX Runtime's dynamic quantization of the UNet's MatMul weights (an export precision)
 INT8_WEIGHTS = "int8-weights"  # NNCF's INT8 weight compression into OpenVINO IR (an export precision)
 W8A8 = "w8a8"  # weights and activations in INT8 (QDQ ONNX, NNCF post-training quantization): the UNet, and the
-# decoders when asked (`export --w8a8-decoders`: 2.2-2.6x on OpenVINO with VNNI, slower on ONNX Runtime's CPU provider)
+# decoders when asked (`export --w8a8-decoders`: 2.7-2.9x on OpenVINO with VNNI, studies/w8a8_cpu/results_decoders;
+# slower than FP32 on ONNX Runtime's CPU provider)
 W8A8_BF16 = f"{W8A8}+{BF16}"  # a bench variant: the W8A8 export on OpenVINO, BF16 where not quantized
 EXPORT_PRECISIONS = (FP32, FP16, INT8, INT8_WEIGHTS, W8A8)
 RUNTIME_PRECISIONS = (FP32, FP16, BF16)  # what a backend's precision option can ask for

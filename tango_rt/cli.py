@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--calibration-calls", type=int, default=CALIBRATION_CALLS,
                      help="w8a8: UNet calls the INT8 ranges are measured on, spread over the trajectories")
     exp.add_argument("--w8a8-decoders", action="store_true",
-                     help="w8a8: quantize the VAE decoder and vocoder too (faster on OpenVINO with VNNI / AMX, "
+                     help="w8a8: quantize the VAE decoder and vocoder too (faster on OpenVINO, measured with VNNI; "
                           "slower on ONNX Runtime's CPU provider; check their rows with tango-rt check)")
     exp.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                      help="clips per denoising call (prompts x samples) the graphs are declared for")

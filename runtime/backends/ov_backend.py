@@ -125,7 +125,7 @@ class OpenVINOComponent(Component):
         if self.compiled:
             effective = _effective(next(reversed(self.compiled.values()))[0])
         else:
-            effective = {name: ours for ours, name in PRECISIONS.items()}[self.config["INFERENCE_PRECISION_HINT"]]
+            effective = _ours(self.config["INFERENCE_PRECISION_HINT"])
         return effective if self.weights == FP32 else f"{self.weights}+{effective}"
 
     def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> Outputs:
@@ -166,8 +166,12 @@ def _axis(tensor, dim: str) -> int | None:
 def _effective(compiled) -> str:
     """The inference precision the compiled network really uses, as OpenVINO reports it."""
     value = compiled.get_property("INFERENCE_PRECISION_HINT")
-    name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
-    return {"f32": FP32, "bf16": BF16, "f16": FP16}.get(name, name)
+    return _ours(value.get_type_name() if hasattr(value, "get_type_name") else str(value))
+
+
+def _ours(type_name: str) -> str:
+    """Our name for an OpenVINO element type name ("f32" -> "fp32"); an unknown one as it is."""
+    return {"f32": FP32, "bf16": BF16, "f16": FP16}.get(type_name, type_name)
 
 
 def load_components(

@@ -25,28 +25,22 @@ from tango_rt.benchmarks.machine import machine_info
 from tango_rt.benchmarks.report import save_study
 from tango_rt.export.calibration import read_prompts, record_calls, spread
 from tango_rt.export.check import CHECK_PROMPT, compare
-from tango_rt.export.precision import SMOOTH_QUANT_ALPHA
+from tango_rt.export.precision import w8a8_settings
 from tango_rt.runtime.loader import load_pipeline
-from tango_rt.runtime.precision import PRECISION_POLICY
 from tango_rt.runtime.specs import UNET
 
 
 def native_int8(fp32_unet: Path, feeds: list[dict]):
-    """The FP32 UNet's OpenVINO model quantized by NNCF with the export's settings."""
+    """The FP32 UNet's OpenVINO model quantized by NNCF with the export's settings (`w8a8_settings`); returns it
+    and how many nodes stayed float."""
     import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     model = ov.Core().read_model(str(fp32_unet))
     names = [op.get_friendly_name() for op in model.get_ops()]
-    excluded = PRECISION_POLICY[UNET].float_nodes(names)
-    smooth = AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA)
-    advanced = AdvancedQuantizationParameters(smooth_quant_alphas=smooth)
-    quantized = nncf.quantize(model, nncf.Dataset(feeds), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
-                              ignored_scope=nncf.IgnoredScope(names=excluded, validate=False),
-                              advanced_parameters=advanced)
-    return quantized, len(excluded)
+    settings = w8a8_settings(UNET, names)
+    quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), **settings)
+    return quantized, len(settings["ignored_scope"].names)
 
 
 def timed(compiled: dict, feeds: dict, rounds: int) -> dict:
